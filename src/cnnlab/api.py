@@ -1,0 +1,205 @@
+"""The Python API, mirroring the CLI: ``cnnlab.train(...)``, ``cnnlab.load(path)`` and
+``model.predict(images)``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cnnlab.config import flags_layer, load_config_file, parse_set, resolve_config
+from cnnlab.errors import CheckpointError, ConfigError, ShapeError
+from cnnlab.models import Classifier, InputSpec, create_model
+
+__all__ = ["Model", "Prediction", "load", "train"]
+
+ImageLike = str | Path | bytes | np.ndarray | torch.Tensor | Any  # Any: PIL.Image.Image
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's prediction: the label, its index and every class's probability."""
+
+    label: str
+    index: int
+    probabilities: dict[str, float]
+
+    def top(self, k: int = 3) -> list[tuple[str, float]]:
+        return sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:k]
+
+
+class Model:
+    """A trained classifier with the preprocessing it was trained with.
+
+    Build one with :func:`load` or :func:`train`; ``predict`` accepts image files, bytes, PIL
+    images, or arrays/tensors already in the model's form ((H, W) or (C, H, W), uint8 or [0, 1]).
+    """
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        classes: Sequence[str],
+        preprocessing: dict[str, Any],
+        *,
+        metrics: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
+        path: str | None = None,
+        history: list[dict[str, float]] | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.classifier = classifier.eval()
+        self.classes = list(classes)
+        self.preprocessing = dict(preprocessing)
+        self.metrics = dict(metrics or {})
+        self.config = dict(config or {})
+        self.path = path
+        self.history = list(history or [])  # per-epoch figures when the model was just trained
+        self.device = torch.device(device)
+        self.classifier.to(self.device)
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return self.classifier.input_spec
+
+    def __repr__(self) -> str:
+        name = type(self.classifier).__name__
+        return (f"Model({name}, input {self.input_spec.shape_str()}, "
+                f"{len(self.classes)} classes, path={self.path!r})")
+
+    # --- preprocessing ----------------------------------------------------------------------
+    def to_input(self, image: ImageLike) -> torch.Tensor:
+        """One image as a uint8 tensor (C, H, W) in the model's input form.
+
+        Raises:
+            DataError: an unreadable file or an image with no ink (digit models).
+            ShapeError: an array that is not (H, W) or (C, H, W) of the model's size.
+        """
+        spec = self.input_spec
+        if isinstance(image, np.ndarray | torch.Tensor):
+            return self._array_input(image)
+        from PIL import Image
+
+        from cnnlab.data import read_image, to_mnist_form
+
+        pil = image if isinstance(image, Image.Image) else read_image(image)
+        if self.preprocessing.get("kind") == "mnist-digits":
+            arr = to_mnist_form(pil)
+            if (spec.height, spec.width) != arr.shape:
+                arr = np.asarray(Image.fromarray(arr).resize((spec.width, spec.height),
+                                                             Image.Resampling.BILINEAR))
+            x = torch.from_numpy(np.ascontiguousarray(arr)).unsqueeze(0)
+            return x.expand(spec.channels, -1, -1).contiguous()
+        mode = "L" if spec.channels == 1 else "RGB"
+        pil = pil.convert(mode).resize((spec.width, spec.height), Image.Resampling.BILINEAR)
+        arr = np.asarray(pil, dtype=np.uint8)
+        x = torch.from_numpy(arr.copy())
+        return x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1).contiguous()
+
+    def _array_input(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
+        spec = self.input_spec
+        x = torch.as_tensor(image)
+        if x.dim() == 2:
+            x = x.unsqueeze(0)
+        if x.dim() != 3 or tuple(x.shape) != spec.shape:
+            raise ShapeError(
+                f"an array image must have shape ({spec.height}, {spec.width}) or "
+                f"{spec.shape}; got {tuple(x.shape)}. Pass a file or PIL image to have it "
+                "resized, or resize the array first."
+            )
+        if x.dtype == torch.uint8:
+            return x
+        if x.is_floating_point():
+            return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+        return x.clamp(0, 255).to(torch.uint8)
+
+    # --- prediction -------------------------------------------------------------------------
+    def predict_proba(self, images: Iterable[ImageLike] | torch.Tensor) -> torch.Tensor:
+        """Class probabilities (N, num_classes) for a batch of images."""
+        from cnnlab.evaluate.inference import predict_logits
+
+        if isinstance(images, torch.Tensor) and images.dim() == 4:
+            batch = torch.stack([self._array_input(x) for x in images])
+        else:
+            batch = torch.stack([self.to_input(im) for im in images])
+        spec = self.input_spec
+        logits = predict_logits(self.classifier, batch, spec.mean, spec.std,
+                                batch_size=256, device=self.device)
+        return F.softmax(logits, dim=1)
+
+    def predict(self, images: Iterable[ImageLike] | torch.Tensor) -> list[Prediction]:
+        """Predictions for a batch of images (files, bytes, PIL images, arrays or a tensor)."""
+        probs = self.predict_proba(images)
+        out = []
+        for row in probs.tolist():
+            idx = int(np.argmax(row))
+            out.append(Prediction(self.classes[idx], idx,
+                                  {c: float(p) for c, p in zip(self.classes, row, strict=True)}))
+        return out
+
+
+def load(path: str | Path, *, device: str | torch.device = "cpu") -> Model:
+    """Load a checkpoint file, or a run directory's ``model.pt``, as a :class:`Model`.
+
+    Raises:
+        CheckpointError: missing, corrupt or incompatible checkpoint.
+    """
+    from cnnlab.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    name, kwargs = ckpt["model"]["name"], dict(ckpt["model"]["kwargs"])
+    try:
+        classifier = create_model(name, **kwargs)
+        classifier.input_spec = InputSpec.from_dict(ckpt["input_spec"])
+        classifier.load_state_dict(ckpt["state_dict"])
+    except (ConfigError, RuntimeError, KeyError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"checkpoint {ckpt['path']!r} does not fit model {name!r} with {kwargs}: {first}"
+        ) from e
+    return Model(classifier, ckpt["classes"], ckpt["preprocessing"], metrics=ckpt["metrics"],
+                 config=ckpt["config"], path=ckpt["path"], device=device)
+
+
+def train(
+    *,
+    out: str | Path | None = None,
+    recipe: str | None = None,
+    config: str | Path | dict[str, Any] | None = None,
+    set: Sequence[str] = (),  # noqa: A002  (mirrors the --set flag)
+    resume: bool = False,
+    progress: bool = False,
+    **flags: Any,
+) -> Model:
+    """Train a model, like ``cnnlab train``; returns the best model.
+
+    Keyword arguments are the CLI's flags with underscores (``model``, ``dataset``,
+    ``data_dir``, ``epochs``, ``batch_size``, ``lr``, ``optimizer``, ``scheduler``, ``seed``,
+    ``device``, ...). ``config`` is a TOML path or a nested dict; ``set`` holds ``key=value``
+    overrides. The result's ``metrics`` and ``history`` hold the figures.
+
+    Raises:
+        ConfigError, DataError, DeviceError: invalid options or data.
+    """
+    from cnnlab.train.loop import fit
+
+    file_layer = load_config_file(config) if isinstance(config, str | Path) else (config or {})
+    if resume:
+        if out is None:
+            raise ConfigError("resume=True needs out=, the run directory to continue")
+        saved = Path(out) / "config.toml"
+        base = load_config_file(saved) if saved.is_file() else {}
+        cfg = resolve_config(base, file_layer, parse_set(list(set)), flags_layer(flags),
+                             recipe=recipe)
+    else:
+        cfg = resolve_config(file_layer, parse_set(list(set)), flags_layer(flags), recipe=recipe)
+    result = fit(cfg, out_dir=out, resume=resume, progress=progress)
+    model = Model(result.model, result.classes, result.preprocessing, metrics=result.metrics,
+                  config=result.config.to_dict(),
+                  path=str(result.checkpoint) if result.checkpoint else None,
+                  history=result.history, device=next(result.model.parameters()).device)
+    return model

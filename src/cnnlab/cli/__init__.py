@@ -1,0 +1,1 @@
+"""The ``cnnlab`` command line: a thin shell over the library (parse, call, format)."""

@@ -1,0 +1,57 @@
+"""Small helpers shared by the verbs: JSON output, tables, shape parsing."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any
+
+from cnnlab.errors import ConfigError
+
+__all__ = ["clean_json", "parse_shape", "print_json", "table"]
+
+
+def clean_json(obj: Any) -> Any:
+    """Replace NaN/inf (not valid JSON) by None, recursively."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [clean_json(v) for v in obj]
+    return obj
+
+
+def print_json(obj: Any, *, indent: int | None = None) -> None:
+    sys.stdout.write(json.dumps(clean_json(obj), indent=indent) + "\n")
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """``"1x28x28"`` -> ``(1, 28, 28)``.
+
+    Raises:
+        ConfigError: not three positive integers separated by ``x``.
+    """
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or min(dims) < 1:
+        raise ConfigError(f"--input must look like CxHxW, e.g. 1x28x28 or 3x224x224; got {text!r}")
+    return dims  # type: ignore[return-value]
+
+
+def table(rows: list[list[str]], header: list[str], align: str = "") -> str:
+    """A plain-text table; ``align`` has one 'l' or 'r' per column (default: first l, rest r)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def fmt(row: list[str]) -> str:
+        cells = [str(c).ljust(w) if a == "l" else str(c).rjust(w)
+                 for c, w, a in zip(row, widths, align, strict=True)]
+        return "  ".join(cells).rstrip()
+
+    rule = "-" * len(fmt(header))
+    return "\n".join([fmt(header), rule, *(fmt(r) for r in rows)])

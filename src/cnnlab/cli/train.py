@@ -1,0 +1,120 @@
+"""``cnnlab train``: train a model and write a run directory."""
+
+from __future__ import annotations
+
+import argparse
+
+from cnnlab.config import Config
+
+_D = Config()  # field defaults, quoted in --help
+
+
+def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
+    from cnnlab.config import RECIPE_HELP
+
+    recipes = "\n".join(f"  {name:8s} {text}" for name, text in RECIPE_HELP.items())
+    p = sub.add_parser(
+        "train", parents=[common], formatter_class=formatter, help="train a model",
+        description="Train a model and write a run directory: config.toml, model.pt (best), "
+                    "last.pt, history.csv, metrics.json, env.json.\n\n"
+                    "Settings come from, lowest first: defaults < --recipe < -c FILE < "
+                    "--set KEY=VALUE < flags.\n\nRecipes:\n" + recipes,
+        epilog="Examples:\n  cnnlab train --recipe fast --out runs/fast\n"
+               "  cnnlab train --model lenet5 --epochs 5 --lr 0.001 --out runs/lenet\n"
+               "  cnnlab train --out runs/fast --resume\n"
+               "  cnnlab train -c runs/fast/config.toml --set train.seed=1 --out runs/fast-s1",
+    )
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="run directory (default: runs/<recipe or model>)")
+    p.add_argument("--recipe", default=None, help="start from a recipe (see above)")
+    p.add_argument("-c", "--config", default=None, metavar="FILE", help="a TOML config file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set optim.lr=0.01 (repeatable)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out from its last.pt")
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", default=None, help=f"model name (default: {_D.model.name})")
+    g.add_argument("--dataset", default=None,
+                   help=f"dataset name or image folder (default: {_D.data.dataset})")
+    g.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="where the dataset files are (default: $CNNLAB_DATA_DIR, then "
+                        "~/.cache/cnnlab/NAME)")
+    g.add_argument("--val-fraction", type=float, default=None,
+                   help=f"validation split (default: {_D.data.val_fraction:.4f}, 5,000 of 60,000)")
+    g.add_argument("--limit", type=int, default=None,
+                   help="train on a stratified subset of N images (default: all)")
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random rotation, scaling and shifts on every batch (default: off)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=None, help=f"default: {_D.train.epochs}")
+    g.add_argument("--batch-size", type=int, default=None, help=f"default: {_D.train.batch_size}")
+    g.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default=None,
+                   help=f"default: {_D.optim.optimizer}")
+    g.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default: {_D.optim.lr})")
+    g.add_argument("--momentum", type=float, default=None,
+                   help=f"SGD momentum / Adam beta1 (default: {_D.optim.momentum})")
+    g.add_argument("--weight-decay", type=float, default=None,
+                   help=f"default: {_D.optim.weight_decay}")
+    g.add_argument("--scheduler", choices=["none", "step", "cosine", "onecycle", "plateau"],
+                   default=None, help=f"learning-rate schedule (default: {_D.optim.scheduler})")
+    g.add_argument("--label-smoothing", type=float, default=None,
+                   help=f"default: {_D.train.label_smoothing}")
+    g.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="keep an exponential moving average of the weights with this decay, "
+                        "e.g. 0.999, and evaluate it (default: off)")
+    g.add_argument("--early-stopping", type=int, default=None, metavar="EPOCHS",
+                   help="stop after this many epochs without validation gain (default: off)")
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=None, help=f"default: {_D.train.seed}")
+    g.add_argument("--device", default=None,
+                   help="auto | cpu | cuda | cuda:N; auto picks CUDA when present "
+                        f"(default: {_D.train.device})")
+    g.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice)")
+    g.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
+    p.set_defaults(run=run)
+
+
+FLAGS = ("model", "dataset", "data_dir", "val_fraction", "limit", "augment", "epochs",
+         "batch_size", "optimizer", "lr", "momentum", "weight_decay", "scheduler",
+         "label_smoothing", "ema", "early_stopping", "seed", "device", "threads")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cnnlab.cli._util import print_json
+    from cnnlab.config import flags_layer, load_config_file, parse_set, resolve_config
+    from cnnlab.errors import ConfigError
+    from cnnlab.train.loop import fit
+
+    flags = {name: getattr(args, name) for name in FLAGS}
+    layers = [load_config_file(args.config) if args.config else {}, parse_set(args.set),
+              flags_layer(flags)]
+    if args.resume:
+        if not args.out:
+            raise ConfigError("--resume needs --out, the run directory to continue")
+        saved = Path(args.out) / "config.toml"
+        if not saved.is_file():
+            raise ConfigError(f"--resume: {saved} does not exist; is {args.out!r} a run directory?")
+        layers.insert(0, load_config_file(saved))
+    cfg = resolve_config(*layers, recipe=args.recipe)
+    out = Path(args.out or f"runs/{cfg.recipe or cfg.model.name}")
+    result = fit(cfg, out_dir=out, resume=args.resume, progress=not args.quiet)
+    m = result.metrics
+    if args.json:
+        print_json({"run_dir": str(out), **m})
+        return 0
+    lines = [f"trained {cfg.model.name} on {cfg.data.dataset} for {m['epochs_run']} epoch(s) "
+             f"in {m['train_time_s']:.1f} s ({m['images_per_s']:,.0f} img/s)"]
+    for split in ("val", "test"):
+        if f"{split}_accuracy" in m:
+            lines.append(f"  {split + ' accuracy':15s} {m[split + '_accuracy']:.2%}  "
+                         f"(loss {m[split + '_loss']:.4f}, {m[split + '_images']:,} images)")
+    lines += [f"run directory: {out}/",
+              f"  model.pt      best checkpoint (epoch {m['best_epoch']})",
+              "  history.csv   per-epoch losses, accuracies, learning rate",
+              "  metrics.json  final figures",
+              f"next: cnnlab evaluate {out}   |   cnnlab predict {out} IMAGE.png"]
+    print("\n".join(lines))
+    return 0

@@ -1,0 +1,148 @@
+"""The CLI in-process: exit codes, one-line errors, --json outputs."""
+
+import json
+
+import pytest
+from synth import write_image_folder
+
+from cnnlab.cli.main import main
+
+REPO_DATA = __import__("pathlib").Path(__file__).resolve().parents[2] / "data"
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    # no test may download: an empty data dir, no network fallback
+    monkeypatch.setenv("CNNLAB_DATA_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CNNLAB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("folder")
+    write_image_folder(root / "train", n_per_class=24, num_classes=3, classes=["a", "b", "c"])
+    write_image_folder(root / "test", n_per_class=6, num_classes=3, seed=1,
+                       classes=["a", "b", "c"])
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "r"
+    code = main(["train", "--dataset", str(folder), "--model", "paper-cnn-tiny", "--epochs", "3",
+                 "--batch-size", "16", "--lr", "0.003", "--device", "cpu", "--out", str(out),
+                 "-q"])
+    assert code == 0
+    return out
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, err  # (info lines such as "device auto: ..." may come before)
+    assert err.rstrip().endswith(errors[0])
+    return errors[0]
+
+
+def test_train_json_and_run_directory(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--dataset", str(folder), "--model", "lenet5", "--epochs", "2",
+                 "--device", "cpu", "--out", str(out), "--json", "-q"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["run_dir"] == str(out)
+    assert 0 <= result["test_accuracy"] <= 1 and result["epochs_run"] == 2
+    assert (out / "model.pt").is_file() and (out / "config.toml").is_file()
+
+
+def test_evaluate_json(run_dir, folder, capsys):
+    assert main(["evaluate", str(run_dir), "--json", "-q"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["accuracy"] >= 0.8
+    assert set(result["per_class"]) == {"a", "b", "c"}
+    assert sum(map(sum, result["confusion_matrix"])) == 18
+    assert result["timing"]["latency_ms_p50"] > 0
+
+
+def test_evaluate_table(run_dir, capsys):
+    assert main(["evaluate", str(run_dir), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "confusion matrix" in out and "precision" in out
+
+
+def test_predict_reports_bad_files_and_predicts_the_rest(run_dir, folder, tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    good = sorted((folder / "test" / "b").glob("*.png"))[:2]
+    code = main(["predict", str(run_dir), *map(str, good), str(bad), "--json", "-q"])
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = [json.loads(ln) for ln in captured.out.splitlines()]
+    assert [ln["path"] for ln in lines] == [str(p) for p in good]
+    assert all(set(ln["probabilities"]) == {"a", "b", "c"} for ln in lines)
+    assert all(abs(sum(ln["probabilities"].values()) - 1) < 1e-5 for ln in lines)
+    assert "broken.png" in captured.err and "Traceback" not in captured.err
+
+
+def test_predict_directory_recursively(run_dir, folder, capsys):
+    assert main(["predict", str(run_dir), str(folder / "test"), "-q"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 18 and "top 3" in out[0]
+
+
+def test_models_and_summary(capsys):
+    assert main(["models", "--json"]) == 0
+    names = [m["name"] for m in json.loads(capsys.readouterr().out)["models"]]
+    assert {"paper-cnn", "lenet5", "alexnet", "resnet"} <= set(names)
+    assert main(["summary", "paper-cnn", "--input", "3x224x224"]) == 0
+    out = capsys.readouterr().out
+    for figure in ("896", "18,496", "25,690,240", "1,290"):
+        assert figure in out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["train", "--model", "lenet"], "unknown model 'lenet'; did you mean 'lenet5'"),
+    (["train", "--lr", "-1"], "The 'optim.lr' setting must be a positive number. Got -1.0"),
+    (["train", "--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
+    (["train", "--set", "optim.lrr=1"], "unknown config key 'optim.lrr'; did you mean 'optim.lr'"),
+    (["train", "--dataset", "mnist", "--epochs", "1"], "mnist train split not found"),
+    (["train", "--dataset", "no/such/dir"], "neither a registered dataset"),
+    (["train", "--device", "cuda:7"], "CUDA is not available"),
+    (["evaluate", "missing/run"], "does not exist; pass a .pt file"),
+    (["predict", "missing.pt", "x.png"], "does not exist"),
+    (["summary", "paper-cnn", "--input", "28x28"], "--input must look like CxHxW"),
+    (["data", "info", "mnistt"], "neither a registered dataset"),
+    (["nosuchverb"], "invalid choice: 'nosuchverb'"),
+])
+def test_user_errors_exit_2_with_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    line = _error_line(capsys)
+    assert message in line, line
+
+
+def test_debug_shows_the_traceback():
+    with pytest.raises(Exception, match="unknown model"):
+        main(["train", "--model", "lenet", "--debug"])
+
+
+@pytest.mark.skipif(not (REPO_DATA / "mnist").is_dir(), reason="data/mnist not in the repo")
+def test_data_info_and_show_on_real_mnist(tmp_path, capsys):
+    assert main(["data", "info", "mnist", "--data-dir", str(REPO_DATA), "--split", "test",
+                 "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["size"] == 10000 and info["shape"] == [1, 28, 28]
+    assert sum(info["class_counts"].values()) == 10000
+    assert info["class_counts"]["1"] == 1135
+    out = tmp_path / "grid.png"
+    assert main(["data", "show", "mnist", "--data-dir", str(REPO_DATA), "--split", "test",
+                 "--out", str(out), "--per-class", "4"]) == 0
+    assert out.stat().st_size > 1000
+
+
+def test_help_states_defaults(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "default: 20" in out and "default: adam" in out and "Recipes:" in out

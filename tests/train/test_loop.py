@@ -1,0 +1,145 @@
+import csv
+import json
+
+import pytest
+import torch
+from synth import prepared_data
+
+from cnnlab.config import resolve_config
+from cnnlab.errors import ConfigError
+from cnnlab.train import loop
+from cnnlab.train.checkpoint import load_checkpoint
+from cnnlab.train.loop import fit
+
+
+def _cfg(**sections):
+    base = {"model": {"name": "paper-cnn-tiny"},
+            "train": {"epochs": 3, "batch_size": 16, "seed": 0, "device": "cpu"},
+            "optim": {"lr": 3e-3}}
+    for key, value in sections.items():
+        base.setdefault(key, {}).update(value)
+    return resolve_config(base)
+
+
+def test_fit_learns_and_writes_the_run_directory(tmp_path):
+    result = fit(_cfg(), out_dir=tmp_path, progress=False, data=prepared_data())
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"config.toml", "model.pt", "last.pt", "history.csv", "metrics.json",
+            "env.json"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["val_accuracy"] >= 0.9, m
+    assert m["test_accuracy"] >= 0.9, m
+    assert m["epochs_run"] == 3 and m["train_time_s"] > 0 and m["images_per_s"] > 0
+    with (tmp_path / "history.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert set(rows[0]) == set(loop.HISTORY_FIELDS)
+    ckpt = load_checkpoint(tmp_path / "model.pt")
+    assert ckpt["metrics"]["test_accuracy"] == m["test_accuracy"]
+    assert ckpt["model"] == {"name": "paper-cnn-tiny", "kwargs": {
+        "in_channels": 1, "num_classes": 4, "input_size": [28, 28]}}
+    assert result.model.input_spec.mean == prepared_data().mean
+
+
+def test_same_seed_same_result_on_cpu():
+    a = fit(_cfg(data={"augment": {"enabled": True}}), progress=False, data=prepared_data())
+    b = fit(_cfg(data={"augment": {"enabled": True}}), progress=False, data=prepared_data())
+    assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
+    for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values(),
+                           strict=True):
+        assert torch.equal(va, vb), k
+    c = fit(_cfg(train={"seed": 1}), progress=False, data=prepared_data())
+    assert [r["train_loss"] for r in c.history] != [r["train_loss"] for r in a.history]
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, monkeypatch):
+    cfg = _cfg(train={"epochs": 4, "ema": 0.9}, optim={"scheduler": "onecycle"},
+               data={"augment": {"enabled": True}})
+    fit(cfg, out_dir=tmp_path / "full", progress=False, data=prepared_data())
+
+    write = loop._write_history
+
+    def interrupt_at_epoch_3(path, history):
+        if len(history) == 3:
+            raise KeyboardInterrupt
+        write(path, history)
+
+    monkeypatch.setattr(loop, "_write_history", interrupt_at_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, out_dir=tmp_path / "cut", progress=False, data=prepared_data())
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["train_state"]["epoch"] == 2
+    monkeypatch.setattr(loop, "_write_history", write)
+    fit(None, out_dir=tmp_path / "cut", resume=True, progress=False, data=prepared_data())
+
+    full = load_checkpoint(tmp_path / "full" / "model.pt")
+    cut = load_checkpoint(tmp_path / "cut" / "model.pt")
+    for k, v in full["state_dict"].items():
+        assert torch.equal(v, cut["state_dict"][k]), k
+    assert full["metrics"]["test_accuracy"] == cut["metrics"]["test_accuracy"]
+    assert (tmp_path / "full" / "history.csv").read_text().count("\n") == \
+        (tmp_path / "cut" / "history.csv").read_text().count("\n")
+
+
+def test_resume_without_a_run_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="--resume needs a run directory with last.pt"):
+        fit(_cfg(), out_dir=tmp_path, resume=True, progress=False, data=prepared_data())
+
+
+def test_resume_refuses_to_stretch_a_onecycle_run(tmp_path):
+    fit(_cfg(train={"epochs": 1}, optim={"scheduler": "onecycle"}), out_dir=tmp_path,
+        progress=False, data=prepared_data())
+    with pytest.raises(ConfigError, match="cannot change the number of epochs"):
+        fit(_cfg(train={"epochs": 2}, optim={"scheduler": "onecycle"}), out_dir=tmp_path,
+            resume=True, progress=False, data=prepared_data())
+
+
+def test_early_stopping_stops(tmp_path):
+    # a learning rate too small to change the accuracy: no gain, so it stops after 2 epochs
+    result = fit(_cfg(train={"epochs": 10, "early_stopping": 2}, optim={"lr": 1e-12}),
+                 out_dir=tmp_path, progress=False, data=prepared_data())
+    assert result.metrics["stopped_early"] is True
+    assert result.metrics["epochs_run"] == 3
+    assert result.metrics["best_epoch"] == 1
+
+
+@pytest.mark.parametrize(("optimizer", "scheduler"), [
+    ("sgd", "onecycle"), ("adamw", "cosine"), ("adam", "step"), ("sgd", "plateau"),
+    ("adam", "none"),
+])
+def test_optimizers_and_schedules_train(optimizer, scheduler):
+    lr = 0.05 if optimizer == "sgd" else 3e-3
+    result = fit(_cfg(optim={"optimizer": optimizer, "scheduler": scheduler, "lr": lr,
+                             "warmup_epochs": 1, "weight_decay": 1e-4},
+                      train={"epochs": 3, "label_smoothing": 0.1}),
+                 progress=False, data=prepared_data())
+    assert result.metrics["val_accuracy"] >= 0.75, result.history
+
+
+def test_no_validation_split_uses_the_last_epoch(tmp_path):
+    data = prepared_data()
+    data.val = None
+    result = fit(_cfg(train={"epochs": 2}), out_dir=tmp_path, progress=False, data=data)
+    assert "val_accuracy" not in result.metrics
+    assert result.metrics["best_epoch"] == 2
+
+
+def test_progress_lines_when_not_a_terminal(capsys):
+    fit(_cfg(train={"epochs": 1}), progress=True, data=prepared_data())
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err and "img/s" in err and "val_acc" in err
+
+
+def test_mixed_precision_and_channels_last_path_on_cpu():
+    # the path CUDA takes by default, exercised on the CPU with bf16 autocast
+    result = fit(_cfg(train={"amp": "on", "channels_last": "on", "ema": 0.9}),
+                 progress=False, data=prepared_data())
+    assert result.metrics["val_accuracy"] >= 0.75, result.history
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_cuda_training_with_autocast_and_channels_last(tmp_path):
+    result = fit(_cfg(train={"device": "cuda", "ema": 0.9}, data={"augment": {"enabled": True}}),
+                 out_dir=tmp_path, progress=False, data=prepared_data())
+    assert result.metrics["val_accuracy"] >= 0.75, result.history
+    assert next(result.model.parameters()).is_cuda
