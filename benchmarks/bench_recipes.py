@@ -125,7 +125,8 @@ def bench_recipe(recipe: str, seeds: list[int], data_dir: str, peak: float) -> d
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipes", default="fast", help="comma-separated (default: fast)")
     p.add_argument("--seeds", type=int, default=5, help="seeds per recipe (default: 5)")
     p.add_argument("--data-dir", default=str(ROOT / "data"))

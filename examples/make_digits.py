@@ -35,10 +35,7 @@ def main() -> None:
         yy, xx = np.mgrid[0:h, 0:w]
         light = 0.85 + 0.1 * (xx / w) - 0.05 * (yy / h)  # uneven lighting
         grain = rng.normal(0, 0.03, (h, w))
-        if dark_on_light:
-            page = light * (1 - 0.8 * ink) + grain
-        else:
-            page = 0.12 + 0.8 * ink + grain
+        page = light * (1 - 0.8 * ink) + grain if dark_on_light else 0.12 + 0.8 * ink + grain
         out = Image.fromarray((np.clip(page, 0, 1) * 255).astype(np.uint8))
         kind = "paper" if dark_on_light else "board"
         out.save(ROOT / "digits" / f"digit{labels[index]}_{kind}.png", optimize=True)

@@ -84,7 +84,7 @@ class Model:
             return self._array_input(image)
         from PIL import Image
 
-        from cnnlab.data import read_image, to_mnist_form
+        from cnnlab.data import image_to_array, read_image, to_mnist_form
 
         pil = image if isinstance(image, Image.Image) else read_image(image)
         if self.preprocessing.get("kind") == "mnist-digits":
@@ -94,11 +94,8 @@ class Model:
                                                              Image.Resampling.BILINEAR))
             x = torch.from_numpy(np.ascontiguousarray(arr)).unsqueeze(0)
             return x.expand(spec.channels, -1, -1).contiguous()
-        mode = "L" if spec.channels == 1 else "RGB"
-        pil = pil.convert(mode).resize((spec.width, spec.height), Image.Resampling.BILINEAR)
-        arr = np.asarray(pil, dtype=np.uint8)
-        x = torch.from_numpy(arr.copy())
-        return x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1).contiguous()
+        arr = image_to_array(pil, spec.channels, (spec.height, spec.width))
+        return torch.from_numpy(np.array(arr, dtype=np.uint8))  # a writable copy
 
     def _array_input(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
         spec = self.input_spec
@@ -170,7 +167,7 @@ def train(
     out: str | Path | None = None,
     recipe: str | None = None,
     config: str | Path | dict[str, Any] | None = None,
-    set: Sequence[str] = (),  # noqa: A002  (mirrors the --set flag)
+    set: Sequence[str] = (),
     resume: bool = False,
     progress: bool = False,
     **flags: Any,

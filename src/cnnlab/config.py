@@ -19,6 +19,7 @@ from typing import Any
 from cnnlab.errors import ConfigError
 
 __all__ = [
+    "FLAG_KEYS",
     "RECIPES",
     "AugmentSettings",
     "Config",
@@ -26,7 +27,6 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "TrainConfig",
-    "FLAG_KEYS",
     "dump_toml",
     "flags_layer",
     "load_config_file",
@@ -55,7 +55,7 @@ class AugmentSettings:
 class DataConfig:
     dataset: str = "mnist"  # a registered dataset name, or an image folder path
     data_dir: str = ""  # where the dataset files are ("" = $CNNLAB_DATA_DIR, then ~/.cache/cnnlab)
-    val_fraction: float = 1 / 12  # stratified validation split of the training set (5,000 of 60,000)
+    val_fraction: float = 1 / 12  # stratified validation split (5,000 of MNIST's 60,000)
     image_size: int = 0  # resize folder images to this size (0 = model's default, 28)
     channels: int = 0  # 1 = grayscale, 3 = RGB, 0 = infer from the data
     limit: int = 0  # train on a stratified subset of this many images (0 = all); for quick runs

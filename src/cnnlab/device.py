@@ -1,4 +1,5 @@
-"""Device selection: ``auto`` picks CUDA when present and says so; asking for an absent CUDA is an error."""
+"""Device selection: ``auto`` picks CUDA when present and says so; asking for an absent CUDA
+is an error."""
 
 from __future__ import annotations
 

@@ -3,9 +3,9 @@
 import json
 
 import pytest
-from synth import write_image_folder
 
 from cnnlab.cli.main import main
+from synth import write_image_folder
 
 REPO_DATA = __import__("pathlib").Path(__file__).resolve().parents[2] / "data"
 

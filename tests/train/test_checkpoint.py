@@ -28,7 +28,7 @@ def test_run_directory_means_its_model_pt(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(CheckpointError, match="does not exist; pass a .pt file"):
+    with pytest.raises(CheckpointError, match=r"does not exist; pass a \.pt file"):
         load_checkpoint(tmp_path / "none.pt")
 
 
@@ -36,7 +36,7 @@ def test_corrupt_file(tmp_path):
     path = save_checkpoint(tmp_path / "m.pt", _payload())
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="cannot be read .* corrupt, truncated"):
+    with pytest.raises(CheckpointError, match=r"cannot be read .* corrupt, truncated"):
         load_checkpoint(path)
 
 

@@ -3,13 +3,13 @@ import json
 
 import pytest
 import torch
-from synth import prepared_data
 
 from cnnlab.config import resolve_config
 from cnnlab.errors import ConfigError
 from cnnlab.train import loop
 from cnnlab.train.checkpoint import load_checkpoint
 from cnnlab.train.loop import fit
+from synth import prepared_data
 
 
 def _cfg(**sections):
@@ -82,7 +82,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, monkeypatch):
 
 
 def test_resume_without_a_run_is_an_error(tmp_path):
-    with pytest.raises(ConfigError, match="--resume needs a run directory with last.pt"):
+    with pytest.raises(ConfigError, match=r"--resume needs a run directory with last\.pt"):
         fit(_cfg(), out_dir=tmp_path, resume=True, progress=False, data=prepared_data())
 
 

@@ -58,9 +58,9 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from cnnlab.cli._util import print_json, table
-
     from dataclasses import asdict
+
+    from cnnlab.cli._util import print_json, table
 
     ds = _load(args)
     stats = ds.stats()

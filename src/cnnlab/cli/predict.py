@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
             names.append(path)
         except CnnlabError as e:
             bad.append((path, str(e)))
-            print(f"error: {path}: {e}", file=sys.stderr)
+            message = str(e) if path in str(e) else f"{path}: {e}"
+            print(f"error: {message}", file=sys.stderr)
     if inputs:
         import torch
 

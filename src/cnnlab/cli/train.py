@@ -50,7 +50,8 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
     g.add_argument("--batch-size", type=int, default=None, help=f"default: {_D.train.batch_size}")
     g.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default=None,
                    help=f"default: {_D.optim.optimizer}")
-    g.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default: {_D.optim.lr})")
+    g.add_argument("--lr", type=float, default=None,
+                   help=f"peak learning rate (default: {_D.optim.lr})")
     g.add_argument("--momentum", type=float, default=None,
                    help=f"SGD momentum / Adam beta1 (default: {_D.optim.momentum})")
     g.add_argument("--weight-decay", type=float, default=None,

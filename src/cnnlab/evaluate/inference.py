@@ -12,11 +12,11 @@ from torch import nn
 
 from cnnlab.data.transforms import normalize
 
-__all__ = ["autocast_context", "predict_logits", "evaluate_loss_accuracy"]
+__all__ = ["autocast_context", "evaluate_loss_accuracy", "predict_logits"]
 
 
 def autocast_context(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CPU and on CUDA GPUs that support it, fp16 on older GPUs; a no-op when off."""
+    """bf16 autocast on CPU and on CUDA GPUs that support it, fp16 on older GPUs; no-op when off."""
     if not amp:
         return contextlib.nullcontext()
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():

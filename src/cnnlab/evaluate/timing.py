@@ -1,4 +1,4 @@
-"""Inference timing: batch-1 latency percentiles and large-batch throughput, medians over repeats."""
+"""Inference timing: batch-1 latency percentiles and large-batch throughput (median of runs)."""
 
 from __future__ import annotations
 

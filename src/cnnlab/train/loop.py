@@ -8,7 +8,6 @@ same seed on the CPU gives the same result.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import logging
 import math
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -177,7 +175,7 @@ def fit(
     scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda"
                                   and not torch.cuda.is_bf16_supported())
     augment_cfg = _augment_config(cfg)
-    augment = BatchAugment(augment_cfg) if augment_cfg is not None else None
+    augment = BatchAugment(augment_cfg, data.mean, data.std) if augment_cfg is not None else None
     criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
 
     history: list[dict[str, float]] = []
@@ -351,7 +349,7 @@ def fit(
 
 
 def _as_classifier(final: nn.Module, model: Classifier) -> Classifier:
-    """The EMA module is a deep copy of ``model``; give it back as a plain Classifier on CPU-safe terms."""
+    """The best weights as a Classifier in eval mode (an EMA module is a deep copy of ``model``)."""
     assert isinstance(final, Classifier)
     final.input_spec = model.input_spec
     return final.eval()

@@ -1,0 +1,253 @@
+"""Image files: a guarded decoder for single images and the ``root/<class>/<image>`` loader.
+
+:func:`read_image` is the one way cnnlab decodes an image it did not make (folders, predict,
+uploads to the HTTP service): it bounds the pixel count against decompression bombs, applies
+the EXIF orientation of phone photos, and reports unreadable files by name.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cnnlab.errors import ConfigError, DataError, DatasetNotFoundError
+from cnnlab.progress import Progress
+
+from .datasets import ImageDataset
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MAX_IMAGE_PIXELS",
+    "image_to_array",
+    "load_image_folder",
+    "read_image",
+]
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp"})
+MAX_IMAGE_PIXELS = 40_000_000  # about 7300 x 5500: above common phone photos, 120 MB as RGB
+# Formats Pillow may decode: the common ones, so a crafted file cannot reach rarer decoders.
+_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "F"})
+_MAX_LISTED = 10
+
+
+def read_image(
+    source: str | os.PathLike[str] | bytes,
+    *,
+    name: str | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+) -> Image.Image:
+    """Decode an image file or its bytes into a loaded PIL image, upright per its EXIF tag.
+
+    Args:
+        source: a path, or the encoded bytes (an upload).
+        name: what to call the image in errors (default: the path, or ``"<bytes>"``).
+        max_pixels: refuse images with more pixels than this (decompression bombs).
+
+    Raises:
+        DataError: the file is missing, unreadable, not a supported image (PNG, JPEG, BMP,
+            GIF, WebP, TIFF), truncated, or larger than ``max_pixels``.
+    """
+    label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        # Pillow warns (then raises, at 2x) above its own global limit while opening; make
+        # that an error here without touching the global, and apply our tighter limit too.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(stream, formats=_FORMATS)
+        with image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise DataError(
+                    f"{label}: image of {width}x{height} = {width * height:,} pixels exceeds "
+                    f"the limit of {max_pixels:,}; scale it down first"
+                )
+            image.load()
+            return ImageOps.exif_transpose(image)  # a loaded copy, independent of the file
+    except DataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(f"{label}: refused as a decompression bomb ({e}); scale it down") from e
+    except FileNotFoundError as e:
+        raise DataError(f"{label}: no such file; check the path") from e
+    except UnidentifiedImageError as e:
+        raise DataError(
+            f"{label}: not a readable image (supported: {', '.join(_FORMATS)}); "
+            "check the file is an image and not empty"
+        ) from e
+    except (OSError, SyntaxError, ValueError) as e:  # Pillow's errors for corrupt data
+        raise DataError(f"{label}: corrupt or truncated image ({e}); re-export the file") from e
+
+
+def _flatten_alpha(image: Image.Image) -> Image.Image:
+    """Drop transparency by compositing on white, the way viewers show it."""
+    if image.mode in ("RGBA", "LA", "PA", "P") and (
+        image.mode != "P" or "transparency" in image.info
+    ):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert(
+            "L" if image.mode in ("LA", "La") else "RGB"
+        )
+    return image
+
+
+def _is_gray(image: Image.Image) -> bool:
+    return image.mode in _GRAY_MODES
+
+
+def image_to_array(
+    image: Image.Image, channels: int, size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """A PIL image as uint8 ``(C, H, W)`` with 1 (luma) or 3 (RGB) channels.
+
+    Transparency is composited on white; ``size=(H, W)`` resizes with antialiasing.
+
+    Raises:
+        ConfigError: ``channels`` is not 1 or 3, or ``size`` is not two positive ints.
+    """
+    if channels not in (1, 3):
+        raise ConfigError(
+            f"The 'channels' parameter of image_to_array must be 1 or 3. Got {channels!r} instead."
+        )
+    image = _flatten_alpha(image)
+    if image.mode in ("I", "I;16", "F"):  # 16-bit or float greyscale: scale to 8 bits
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I") and values.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    image = image.convert("L" if channels == 1 else "RGB")
+    if size is not None:
+        _check_size(size)
+        if image.size != (size[1], size[0]):
+            image = image.resize((size[1], size[0]), Image.Resampling.LANCZOS)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def _check_size(size: object) -> None:
+    ok = (
+        isinstance(size, tuple | list)
+        and len(size) == 2
+        and all(isinstance(v, int) and v > 0 for v in size)
+    )
+    if not ok:
+        raise ConfigError(
+            f"The 'size' parameter must be a pair of positive ints (height, width) or None. "
+            f"Got {size!r} instead."
+        )
+
+
+def _image_files(class_dir: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in class_dir.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+
+
+def _listing(items: list[str]) -> str:
+    shown = "; ".join(items[:_MAX_LISTED])
+    return shown + (f"; and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else "")
+
+
+def load_image_folder(
+    root: str | os.PathLike[str],
+    channels: int | None = None,
+    size: tuple[int, int] | None = None,
+    progress: bool = True,
+) -> ImageDataset:
+    """Load ``root/<class>/*.{png,jpg,jpeg,bmp}`` into memory; classes sorted by name.
+
+    Hidden files and directories and other extensions are skipped; extensions match in any
+    case. Only the files directly inside each class directory are read.
+
+    Args:
+        root: the folder holding one sub-directory per class.
+        channels: 1 (greyscale) or 3 (RGB); None: 1 if every image is greyscale, else 3.
+        size: ``(H, W)`` to resize every image to (antialiased); None: all must share a size.
+        progress: show a progress bar while decoding.
+
+    Raises:
+        DatasetNotFoundError: ``root`` does not exist or is not a directory.
+        ConfigError: bad ``channels`` or ``size``.
+        DataError: no class directories, class directories without images, unreadable
+            images (listed by name), or images of different sizes with ``size=None``.
+    """
+    root = Path(root)
+    if channels not in (None, 1, 3):
+        raise ConfigError(
+            f"The 'channels' parameter of load_image_folder must be 1, 3 or None. "
+            f"Got {channels!r} instead."
+        )
+    if size is not None:
+        _check_size(size)
+        size = (int(size[0]), int(size[1]))
+    if not root.is_dir():
+        raise DatasetNotFoundError(
+            f"{root}: no such directory; expected a folder with one sub-directory of images "
+            "per class (root/<class>/<image>.png)"
+        )
+    class_dirs = sorted(
+        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.name,
+    )
+    if not class_dirs:
+        raise DataError(
+            f"{root}: no class sub-directories; put the images of each class in their own "
+            f"folder: {root}/<class>/<image>.png"
+        )
+    files = {d.name: _image_files(d) for d in class_dirs}
+    empty = [name for name, paths in files.items() if not paths]
+    if empty:
+        raise DataError(
+            f"{root}: class directories without images ({', '.join(sorted(IMAGE_EXTENSIONS))}): "
+            f"{', '.join(empty)}; add images to them or remove them"
+        )
+
+    arrays: list[np.ndarray] = []  # (C, H, W), C = 1 for greyscale files unless channels=3
+    targets: list[int] = []
+    bad: list[str] = []
+    total = sum(len(paths) for paths in files.values())
+    with Progress(total, f"read {root.name}", "img", enabled=progress) as bar:
+        for label, paths in enumerate(files.values()):
+            for path in paths:
+                bar.update()
+                try:
+                    image = read_image(path)
+                except DataError as e:
+                    bad.append(str(e))
+                    continue
+                want = channels or (1 if _is_gray(image) else 3)
+                arrays.append(image_to_array(image, want, size))
+                targets.append(label)
+    if bad:
+        raise DataError(
+            f"{root}: {len(bad)} of {total} images cannot be read: {_listing(bad)}. "
+            "Fix or remove these files"
+        )
+    shapes = Counter(a.shape[1:] for a in arrays)
+    if len(shapes) > 1:
+        (common, _), *_ = shapes.most_common(1)
+        found = ", ".join(f"{h}x{w} ({n})" for (h, w), n in shapes.most_common(5))
+        raise DataError(
+            f"{root}: images differ in size (HxW, count: {found}); pass a size to resize them "
+            f"all to, e.g. size=({common[0]}, {common[1]}) (data.image_size in a config)"
+        )
+    if channels is None and any(a.shape[0] == 3 for a in arrays):
+        # Mixed folder: greyscale images join the colour ones as three equal channels.
+        arrays = [np.repeat(a, 3, axis=0) if a.shape[0] == 1 else a for a in arrays]
+    return ImageDataset(
+        images=torch.from_numpy(np.stack(arrays)),
+        targets=torch.tensor(targets, dtype=torch.int64),
+        classes=list(files),
+        name=root.name,
+        source=str(root),
+    )

@@ -1,0 +1,13 @@
+"""Model families, all registered in :data:`MODELS` and built with :func:`create_model`."""
+
+from cnnlab.models import alexnet, lenet, paper_cnn, resnet  # noqa: F401  (register the families)
+from cnnlab.models.base import (
+    MODELS,
+    Classifier,
+    InputSpec,
+    create_model,
+    list_models,
+    register_model,
+)
+
+__all__ = ["MODELS", "Classifier", "InputSpec", "create_model", "list_models", "register_model"]

@@ -1,0 +1,316 @@
+"""The interface every cnnlab model follows, and the model registry.
+
+A model is an ``nn.Module`` whose ``forward(x)`` returns logits of shape ``(N, num_classes)``
+for a float input ``(N, C, H, W)`` that is already normalised with ``input_spec.mean/std``.
+It splits into ``forward_features`` (the backbone) and ``forward_head`` (the classifier), can
+swap its classifier with ``reset_classifier`` and describes the input it expects in
+``input_spec``. Builders are registered in :data:`MODELS` and called through
+:func:`create_model`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from cnnlab.errors import ConfigError, ShapeError
+from cnnlab.registry import Registry
+
+__all__ = [
+    "MODELS",
+    "Classifier",
+    "InputSpec",
+    "build_config",
+    "check_dropout",
+    "check_kernel_size",
+    "check_positive_int",
+    "check_widths",
+    "create_model",
+    "default_input_spec",
+    "init_weights",
+    "list_models",
+    "register_model",
+]
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects: channels, height, width, and the normalisation of [0, 1] pixels."""
+
+    channels: int
+    height: int
+    width: int
+    mean: tuple[float, ...] = (MNIST_MEAN,)
+    std: tuple[float, ...] = (MNIST_STD,)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InputSpec:
+        return cls(
+            int(d["channels"]), int(d["height"]), int(d["width"]),
+            tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"]),
+        )
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+    def shape_str(self) -> str:
+        return f"{self.channels}x{self.height}x{self.width}"
+
+
+def default_input_spec(channels: int, size: tuple[int, int]) -> InputSpec:
+    """The input spec a builder uses when nothing better is known.
+
+    Normalisation: MNIST statistics for 1 channel, ImageNet statistics for 3 channels (what
+    published RGB weights expect), 0.5/0.5 per channel otherwise. Training replaces them with
+    the dataset's own statistics when it computes them.
+    """
+    if channels == 1:
+        mean, std = (MNIST_MEAN,), (MNIST_STD,)
+    elif channels == 3:
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    else:
+        mean, std = (0.5,) * channels, (0.5,) * channels
+    return InputSpec(channels, size[0], size[1], mean, std)
+
+
+class Classifier(nn.Module):
+    """Base class: subclasses set ``input_spec``/``num_classes`` and define the three hooks.
+
+    ``fixed_size``: True when the model only accepts exactly ``input_spec``'s height and width
+    (a flatten layer sized from them); False when adaptive pooling accepts any size of at least
+    ``min_size`` (a subclass may set ``min_size`` per instance when it depends on the config).
+    ``num_features``: the width D of ``forward_features``' output ``(N, D)``.
+    """
+
+    fixed_size: bool = True
+    min_size: int = 1
+    num_features: int = 0
+
+    def __init__(self, input_spec: InputSpec, num_classes: int) -> None:
+        super().__init__()
+        self.input_spec = input_spec
+        self.num_classes = num_classes
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Logits ``(N, num_classes)`` from ``forward_features``' output.
+
+        ``pre_logits=True`` stops before the last layer and returns the penultimate
+        activations (what ``reset_classifier`` keeps), e.g. for embeddings.
+        """
+        raise NotImplementedError
+
+    def reset_classifier(self, num_classes: int) -> None:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self.forward_head(self.forward_features(x))
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise :class:`ShapeError` naming the expected shape when ``x`` does not fit.
+
+        Raises:
+            ShapeError: wrong rank, channel count or spatial size.
+        """
+        spec = self.input_spec
+        name = type(self).__name__
+        if x.dim() != 4:
+            raise ShapeError(
+                f"{name} expects a batch of shape (N, {spec.channels}, {spec.height}, "
+                f"{spec.width}); got a tensor of shape {tuple(x.shape)}. "
+                "Add a batch dimension with x.unsqueeze(0) for a single image."
+            )
+        _, c, h, w = x.shape
+        if c != spec.channels:
+            raise ShapeError(
+                f"{name} expects {spec.channels} input channel(s), shape (N, {spec.channels}, "
+                f"{spec.height}, {spec.width}); got {c} in shape {tuple(x.shape)}."
+            )
+        if self.fixed_size and (h, w) != (spec.height, spec.width):
+            raise ShapeError(
+                f"{name} was built for {spec.height}x{spec.width} inputs, shape (N, {c}, "
+                f"{spec.height}, {spec.width}); got {h}x{w}. Resize the images or create the "
+                f"model with input_size=({h}, {w})."
+            )
+        if not self.fixed_size and min(h, w) < self.min_size:
+            raise ShapeError(
+                f"{name} needs inputs of at least {self.min_size}x{self.min_size}; "
+                f"got {h}x{w} in shape {tuple(x.shape)}."
+            )
+
+
+# ---- helpers shared by the model families -----------------------------------------------------
+
+C = TypeVar("C")
+
+
+def build_config(model: str, defaults: C, overrides: Mapping[str, Any]) -> C:
+    """``defaults`` (a dataclass) with ``overrides`` applied; lists become tuples (from TOML).
+
+    Raises:
+        ConfigError: a key that is not a field of the config, with a close match if there is one.
+    """
+    known = [f.name for f in dataclasses.fields(defaults)]  # type: ignore[arg-type]
+    for key in overrides:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"model {model!r} got an unknown keyword argument {key!r}{hint} "
+                f"(it takes: {', '.join(known)})"
+            )
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    return dataclasses.replace(defaults, **values)  # type: ignore[type-var]
+
+
+def init_weights(module: nn.Module) -> None:
+    """The initialisation every family uses (apply with ``model.apply(init_weights)``).
+
+    Convolutions: Kaiming normal for ReLU (fan_out, as torchvision's ResNet), bias 0.
+    Batch norm: weight 1, bias 0. Linear layers keep PyTorch's default
+    (uniform in +-1/sqrt(fan_in)), as torchvision's ResNet and AlexNet do.
+    """
+    if isinstance(module, nn.Conv2d):
+        nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d | nn.GroupNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+
+def check_kernel_size(model: str, kernel_size: object) -> int:
+    """Return ``kernel_size`` if it is an odd int >= 1 (so "same" padding is ``k // 2``).
+
+    Raises:
+        ConfigError: otherwise.
+    """
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 \
+            or kernel_size % 2 == 0:
+        raise ConfigError(
+            f"The 'kernel_size' parameter of model {model!r} must be an odd int >= 1 "
+            f"(e.g. 3, 5 or 7). Got {kernel_size!r} instead."
+        )
+    return kernel_size
+
+
+def check_dropout(model: str, dropout: object, name: str = "dropout") -> float:
+    """Return ``dropout`` as a float if it lies in [0, 1).
+
+    Raises:
+        ConfigError: otherwise.
+    """
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float) \
+            or not 0.0 <= dropout < 1.0:
+        raise ConfigError(
+            f"The {name!r} parameter of model {model!r} must be a float in [0, 1). "
+            f"Got {dropout!r} instead."
+        )
+    return float(dropout)
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def check_positive_int(model: str, name: str, value: object) -> int:
+    """Return ``value`` if it is an int >= 1.
+
+    Raises:
+        ConfigError: otherwise.
+    """
+    if not _positive_int(value):
+        raise ConfigError(
+            f"The {name!r} parameter of model {model!r} must be an int >= 1. "
+            f"Got {value!r} instead."
+        )
+    return value  # type: ignore[return-value]
+
+
+def check_widths(model: str, name: str, values: object) -> tuple[int, ...]:
+    """Return ``values`` as a tuple if it is a non-empty sequence of ints >= 1.
+
+    Raises:
+        ConfigError: otherwise.
+    """
+    if not (isinstance(values, tuple | list) and values and all(map(_positive_int, values))):
+        raise ConfigError(
+            f"The {name!r} parameter of model {model!r} must be a non-empty sequence of "
+            f"ints >= 1. Got {values!r} instead."
+        )
+    return tuple(values)
+
+
+Builder = Callable[..., Classifier]
+MODELS: Registry[Builder] = Registry("model")
+
+
+def register_model(name: str, *, description: str = "", tiny: bool = False, **tags: Any):
+    """Register a builder ``f(in_channels, num_classes, input_size, **kw) -> Classifier``.
+
+    ``tiny=True`` marks a small variant meant for tests (hidden by :func:`list_models`).
+    ``cheap=True`` marks a full model cheap enough at 1x28x28 for the test suite to exercise
+    as it is (tests run every ``tiny`` or ``cheap`` model).
+    """
+    return MODELS.register(name, description=description, tiny=tiny, **tags)
+
+
+def _size_pair(input_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(input_size, int):
+        return (input_size, input_size)
+    if len(input_size) == 2:
+        return (int(input_size[0]), int(input_size[1]))
+    raise ConfigError(f"input_size must be an int or (height, width); got {input_size!r}")
+
+
+def create_model(
+    name: str,
+    *,
+    in_channels: int = 1,
+    num_classes: int = 10,
+    input_size: int | tuple[int, int] = 28,
+    **kwargs: Any,
+) -> Classifier:
+    """Build the registered model ``name``.
+
+    Raises:
+        RegistryError: unknown ``name`` (with "did you mean").
+        ConfigError: invalid sizes or keyword arguments the model does not take.
+    """
+    builder = MODELS.get(name)
+    if in_channels < 1 or num_classes < 2:
+        raise ConfigError(
+            f"model {name!r} needs in_channels >= 1 and num_classes >= 2; "
+            f"got in_channels={in_channels}, num_classes={num_classes}"
+        )
+    size = _size_pair(input_size)
+    try:
+        return builder(in_channels=in_channels, num_classes=num_classes, input_size=size, **kwargs)
+    except TypeError as e:
+        if "unexpected keyword argument" in str(e):
+            raise ConfigError(f"model {name!r}: {e}") from e
+        raise
+
+
+def list_models(include_tiny: bool = False) -> list[str]:
+    """Registered model names, without the tiny test variants unless asked."""
+    return [e.name for e in MODELS if include_tiny or not e.tags.get("tiny")]
