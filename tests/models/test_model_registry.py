@@ -19,9 +19,9 @@ def test_public_names() -> None:
 
 
 def test_registered_models() -> None:
-    assert list_models() == ["alexnet", "lenet5", "paper-cnn", "resnet"]
+    assert list_models() == ["alexnet", "convnet", "lenet5", "paper-cnn", "resnet"]
     assert list_models(include_tiny=True) == [
-        "alexnet", "alexnet-tiny", "lenet5", "paper-cnn", "paper-cnn-tiny", "resnet",
+        "alexnet", "alexnet-tiny", "convnet", "lenet5", "paper-cnn", "paper-cnn-tiny", "resnet",
         "resnet-tiny",
     ]
     for entry in MODELS:

@@ -90,3 +90,15 @@ def test_larger_image_options_and_any_input_size() -> None:
 def test_invalid_options(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         create_model("resnet-tiny", **kwargs)
+
+
+def test_maxpool_downsampling_with_an_empty_first_stage() -> None:
+    # the default recipe's layout: stem at full size, then pool + block, pool + block
+    model = create_model("resnet", widths=(32, 64, 128), blocks=(0, 1, 1),
+                         downsample="maxpool")
+    assert not any(isinstance(m, torch.nn.Conv2d) and m.stride != (1, 1)
+                   for m in model.modules())
+    assert model.forward_features(torch.zeros(2, 1, 28, 28)).shape == (2, 128)
+    assert model.config.depth == 6
+    with pytest.raises(ConfigError, match="'downsample' parameter of model 'resnet' must be"):
+        create_model("resnet", downsample="avg")

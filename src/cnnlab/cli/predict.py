@@ -21,6 +21,7 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint or run directory")
     p.add_argument("inputs", metavar="IMAGE_OR_DIR", nargs="+")
     p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
+    p.add_argument("--device", default="cpu", help="auto | cpu | cuda (default: cpu)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per line: path, label, probabilities (all classes)")
     p.set_defaults(run=run)
@@ -50,9 +51,10 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from cnnlab.api import load
+    from cnnlab.device import resolve_device
     from cnnlab.errors import CnnlabError
 
-    model = load(args.checkpoint)
+    model = load(args.checkpoint, device=resolve_device(args.device))
     files, bad = _expand(args.inputs)
     for path, reason in bad:
         print(f"error: {path}: {reason}", file=sys.stderr)

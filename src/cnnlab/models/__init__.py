@@ -1,6 +1,6 @@
 """Model families, all registered in :data:`MODELS` and built with :func:`create_model`."""
 
-from cnnlab.models import alexnet, lenet, paper_cnn, resnet  # noqa: F401  (register the families)
+from cnnlab.models import alexnet, convnet, lenet, paper_cnn, resnet  # noqa: F401  (registers them)
 from cnnlab.models.base import (
     MODELS,
     Classifier,

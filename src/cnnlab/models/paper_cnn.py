@@ -127,7 +127,7 @@ def _create(
 
 @register_model(
     "paper-cnn",
-    description="The paper's Table II CNN: 2 x (conv 3x3 + ReLU + max pool), dense 128, dense",
+    description="The paper's Table II CNN: conv32-pool-conv64-pool-dense128-dense10",
     cheap=True,
 )
 def paper_cnn(

@@ -64,6 +64,8 @@ class ResNetConfig:
     kernel_size: int = 3  # odd; stem and block convs ("same" padding), shortcuts stay 1x1
     stem_stride: int = 1  # 2 halves H, W in the stem (larger images)
     stem_pool: bool = False  # a 3x3/2 max pool after the stem, as in the ImageNet ResNets
+    downsample: str = "stride"  # how later stages halve H, W: "stride" (2 in the first conv
+    # and the shortcut) or "maxpool" (a 2x2 max pool before the stage; cheaper on a CPU)
     dropout: float = 0.1  # before the linear head
     block_dropout: float = 0.0  # between the two convs of each block (Wide ResNet style)
 
@@ -121,10 +123,11 @@ class ResNet(Classifier):
         self.stem = nn.Sequential(stem)
         stages: list[nn.Module] = []
         in_channels = config.widths[0]
+        pool_first = config.downsample == "maxpool"
         for i, (width, n_blocks) in enumerate(zip(config.widths, config.blocks, strict=True)):
-            blocks = []
+            blocks: list[nn.Module] = [nn.MaxPool2d(2)] if i > 0 and pool_first else []
             for j in range(n_blocks):
-                stride = 2 if i > 0 and j == 0 else 1
+                stride = 2 if i > 0 and j == 0 and not pool_first else 1
                 blocks.append(BasicBlock(in_channels, width, stride, k, config.block_dropout))
                 in_channels = width
             stages.append(nn.Sequential(*blocks))
@@ -184,7 +187,12 @@ def _create(
     if config.depth is not None and "blocks" not in overrides:
         blocks = blocks_for_depth(config.depth, len(widths))
     else:
-        blocks = check_widths(name, "blocks", config.blocks)
+        # the first stage may be empty (the stem alone works at full resolution)
+        first, rest = tuple(config.blocks[:1]), tuple(config.blocks[1:])
+        if first == (0,) and rest:
+            blocks = (0, *check_widths(name, "blocks", rest))
+        else:
+            blocks = check_widths(name, "blocks", config.blocks)
         # both given is fine when they agree (a config saved from model.config has both)
         if config.depth is not None and config.depth != 2 + 2 * sum(blocks):
             raise ConfigError(
@@ -206,6 +214,11 @@ def _create(
         raise ConfigError(
             f"The 'stem_pool' parameter of model {name!r} must be true or false. "
             f"Got {config.stem_pool!r} instead."
+        )
+    if config.downsample not in ("stride", "maxpool"):
+        raise ConfigError(
+            f"The 'downsample' parameter of model {name!r} must be 'stride' or 'maxpool'. "
+            f"Got {config.downsample!r} instead."
         )
     check_dropout(name, config.dropout)
     check_dropout(name, config.block_dropout, "block_dropout")
