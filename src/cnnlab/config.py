@@ -176,21 +176,28 @@ class Config:
 # Each recipe is a partial config (nested dict) applied on top of the defaults.
 
 RECIPES: dict[str, dict[str, Any]] = {
-    # Fastest to 99 % on 2 CPU cores (benchmarks/bench_recipes.py measures it).
+    # Fastest to 99 % on 2 CPU cores: one epoch of a small plain conv-BN net over all 60,000
+    # images (no validation split), bf16 autocast and channels_last (both measured faster on
+    # the CPU), Adam with a one-cycle schedule, label smoothing.
     "fast": {
-        "model": {"name": "resnet"},
-        "data": {"val_fraction": 1 / 12},
-        "optim": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True,
-                  "weight_decay": 5e-4, "scheduler": "onecycle"},
-        "train": {"epochs": 1, "batch_size": 128, "label_smoothing": 0.1},
+        "model": {"name": "convnet"},
+        "data": {"val_fraction": 0.0},
+        "optim": {"optimizer": "adam", "lr": 6e-3, "scheduler": "onecycle", "pct_start": 0.25},
+        "train": {"epochs": 1, "batch_size": 128, "label_smoothing": 0.1, "amp": "on",
+                  "channels_last": "on"},
     },
-    # The most accurate single model we can train in reasonable time on 2 CPU cores.
+    # The most accurate single model we can train in reasonable time on 2 CPU cores: a
+    # residual CNN (stem 32 at 28x28, then max pool + block 64, max pool + block 128), random
+    # affine augmentation, AdamW with one-cycle, label smoothing and an EMA of the weights.
     "default": {
-        "model": {"name": "resnet"},
-        "data": {"augment": {"enabled": True}},
-        "optim": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True,
-                  "weight_decay": 5e-4, "scheduler": "onecycle"},
-        "train": {"epochs": 15, "batch_size": 128, "label_smoothing": 0.1, "ema": 0.999},
+        "model": {"name": "resnet", "widths": [32, 64, 128], "blocks": [0, 1, 1],
+                  "downsample": "maxpool", "dropout": 0.1},
+        "data": {"augment": {"enabled": True, "rotation": 10.0, "scale_min": 0.9,
+                             "scale_max": 1.1, "translate": 0.1, "shear": 8.0}},
+        "optim": {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 5e-2,
+                  "scheduler": "onecycle", "pct_start": 0.2},
+        "train": {"epochs": 20, "batch_size": 128, "label_smoothing": 0.1, "ema": 0.999,
+                  "amp": "on", "channels_last": "on"},
     },
     # The paper's Table III best values: Adam, lr 0.001, batch 64, 20 epochs, 3x3 filters.
     "paper": {
@@ -201,8 +208,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 RECIPE_HELP: dict[str, str] = {
-    "fast": "fastest to 99 %: a small residual CNN, one epoch, SGD one-cycle",
-    "default": "the most accurate model: residual CNN, augmentation, EMA, 15 epochs",
+    "fast": "fastest to 99 %: convnet, one epoch over all 60k images, Adam one-cycle",
+    "default": "the most accurate: residual CNN, augmentation, EMA, AdamW one-cycle, 20 epochs",
     "paper": "the paper's Table III best values: paper-cnn, Adam lr 0.001, batch 64, 20 epochs",
 }
 
