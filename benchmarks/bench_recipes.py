@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from cnnlab.config import resolve_config  # noqa: E402
 from cnnlab.models.summary import summarize  # noqa: E402
-from cnnlab.train.data import prepare_data  # noqa: E402
-from cnnlab.train.loop import build_model, fit  # noqa: E402
+from cnnlab.training.data import prepare_data  # noqa: E402
+from cnnlab.training.loop import build_model, fit  # noqa: E402
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 7) -> float:

@@ -50,7 +50,7 @@ def prepared_data(n_per_class: int = 16, num_classes: int = 4, val_per_class: in
                   test_per_class: int = 4, seed: int = 0):
     """A PreparedData of learnable images for fit() without any file I/O."""
     from cnnlab.data import ImageDataset
-    from cnnlab.train.data import PreparedData, preprocessing_for
+    from cnnlab.training.data import PreparedData, preprocessing_for
 
     classes = [str(k) for k in range(num_classes)]
 

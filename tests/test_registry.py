@@ -38,3 +38,9 @@ def test_public_api_all():
     assert sorted(cnnlab.__all__) == sorted(dir(cnnlab))
     for name in cnnlab.__all__:
         assert getattr(cnnlab, name) is not None
+
+
+def test_api_functions_are_not_shadowed_by_subpackages():
+    import cnnlab.training  # noqa: F401  (a subpackage import binds its name on the package)
+
+    assert callable(cnnlab.train) and callable(cnnlab.load)

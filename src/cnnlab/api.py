@@ -145,7 +145,7 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> Model:
     Raises:
         CheckpointError: missing, corrupt or incompatible checkpoint.
     """
-    from cnnlab.train.checkpoint import load_checkpoint
+    from cnnlab.training.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     name, kwargs = ckpt["model"]["name"], dict(ckpt["model"]["kwargs"])
@@ -182,7 +182,7 @@ def train(
     Raises:
         ConfigError, DataError, DeviceError: invalid options or data.
     """
-    from cnnlab.train.loop import fit
+    from cnnlab.training.loop import fit
 
     file_layer = load_config_file(config) if isinstance(config, str | Path) else (config or {})
     if resume:

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from cnnlab.cli._util import print_json
     from cnnlab.config import flags_layer, load_config_file, parse_set, resolve_config
     from cnnlab.errors import ConfigError
-    from cnnlab.train.loop import fit
+    from cnnlab.training.loop import fit
 
     flags = {name: getattr(args, name) for name in FLAGS}
     layers = [load_config_file(args.config) if args.config else {}, parse_set(args.set),

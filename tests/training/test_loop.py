@@ -6,9 +6,9 @@ import torch
 
 from cnnlab.config import resolve_config
 from cnnlab.errors import ConfigError
-from cnnlab.train import loop
-from cnnlab.train.checkpoint import load_checkpoint
-from cnnlab.train.loop import fit
+from cnnlab.training import loop
+from cnnlab.training.checkpoint import load_checkpoint
+from cnnlab.training.loop import fit
 from synth import prepared_data
 
 

@@ -29,9 +29,9 @@ from cnnlab.errors import CheckpointError, ConfigError
 from cnnlab.evaluate.inference import autocast_context, evaluate_loss_accuracy, predict_logits
 from cnnlab.models import MODELS, Classifier, InputSpec, create_model
 from cnnlab.progress import Progress
-from cnnlab.train.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
-from cnnlab.train.data import PreparedData, prepare_data
-from cnnlab.train.optim import make_optimizer, make_scheduler
+from cnnlab.training.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from cnnlab.training.data import PreparedData, prepare_data
+from cnnlab.training.optim import make_optimizer, make_scheduler
 
 __all__ = ["FitResult", "fit"]
 
@@ -91,7 +91,7 @@ def model_record(cfg: Config, data: PreparedData) -> dict[str, Any]:
 
 
 def _env_record(device: torch.device) -> dict[str, Any]:
-    from cnnlab.train.checkpoint import library_versions
+    from cnnlab.training.checkpoint import library_versions
 
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,

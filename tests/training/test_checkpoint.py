@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from cnnlab.errors import CheckpointError
-from cnnlab.train.checkpoint import REQUIRED_KEYS, load_checkpoint, save_checkpoint
+from cnnlab.training.checkpoint import REQUIRED_KEYS, load_checkpoint, save_checkpoint
 
 
 def _payload():
