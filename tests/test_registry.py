@@ -41,6 +41,6 @@ def test_public_api_all():
 
 
 def test_api_functions_are_not_shadowed_by_subpackages():
-    import cnnlab.training  # noqa: F401  (a subpackage import binds its name on the package)
+    import cnnlab.training  # a subpackage import binds its name on the package
 
     assert callable(cnnlab.train) and callable(cnnlab.load)
