@@ -132,6 +132,7 @@ def main() -> None:
     p.add_argument("--data-dir", default=str(ROOT / "data"))
     p.add_argument("--no-reference", action="store_true", help="skip the reference epoch")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    p.add_argument("--out", default=None, help="also write the JSON to this file")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     peak = matmul_peak_gflops()
@@ -148,7 +149,10 @@ def main() -> None:
     out["recipes"] = [bench_recipe(r, list(range(args.seeds)), args.data_dir, peak)
                       for r in args.recipes.split(",")]
     out["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    print(json.dumps(out, indent=2))
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
 
 
 if __name__ == "__main__":
