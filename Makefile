@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 demo: install
-	$(BIN)/cnnlab train --recipe $(RECIPE) --data-dir data --out $(RUN)
+	$(BIN)/cnnlab train --recipe $(RECIPE) --data-dir data --out $(RUN) --overwrite
 	$(BIN)/cnnlab evaluate $(RUN) --data-dir data
 	$(BIN)/cnnlab predict $(RUN) examples/digits
 	@echo

@@ -169,6 +169,7 @@ def train(
     config: str | Path | dict[str, Any] | None = None,
     set: Sequence[str] = (),
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = False,
     **flags: Any,
 ) -> Model:
@@ -194,7 +195,7 @@ def train(
                              recipe=recipe)
     else:
         cfg = resolve_config(file_layer, parse_set(list(set)), flags_layer(flags), recipe=recipe)
-    result = fit(cfg, out_dir=out, resume=resume, progress=progress)
+    result = fit(cfg, out_dir=out, resume=resume, overwrite=overwrite, progress=progress)
     model = Model(result.model, result.classes, result.preprocessing, metrics=result.metrics,
                   config=result.config.to_dict(),
                   path=str(result.checkpoint) if result.checkpoint else None,

@@ -143,3 +143,29 @@ def test_cuda_training_with_autocast_and_channels_last(tmp_path):
                  out_dir=tmp_path, progress=False, data=prepared_data())
     assert result.metrics["val_accuracy"] >= 0.75, result.history
     assert next(result.model.parameters()).is_cuda
+
+
+def test_resume_after_early_stopping_trains_no_more(tmp_path):
+    cfg = _cfg(train={"epochs": 10, "early_stopping": 1}, optim={"lr": 1e-12})
+    first = fit(cfg, out_dir=tmp_path, progress=False, data=prepared_data())
+    again = fit(None, out_dir=tmp_path, resume=True, progress=False, data=prepared_data())
+    assert again.metrics["epochs_run"] == first.metrics["epochs_run"] == 2
+    assert again.metrics["stopped_early"] is True
+
+
+def test_resume_with_another_model_is_refused(tmp_path):
+    fit(_cfg(train={"epochs": 1}), out_dir=tmp_path, progress=False, data=prepared_data())
+    with pytest.raises(ConfigError, match=r"--resume: .* was trained as"):
+        fit(_cfg(train={"epochs": 1}, model={"name": "lenet5"}), out_dir=tmp_path, resume=True,
+            progress=False, data=prepared_data())
+
+
+def test_an_existing_run_is_not_overwritten_by_accident(tmp_path):
+    fit(_cfg(train={"epochs": 1}), out_dir=tmp_path, progress=False, data=prepared_data())
+    before = (tmp_path / "model.pt").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a run; pass --resume to continue it"):
+        fit(_cfg(train={"epochs": 1}), out_dir=tmp_path, progress=False, data=prepared_data())
+    assert (tmp_path / "model.pt").read_bytes() == before
+    fit(_cfg(train={"epochs": 1, "seed": 3}), out_dir=tmp_path, overwrite=True, progress=False,
+        data=prepared_data())
+    assert (tmp_path / "model.pt").read_bytes() != before

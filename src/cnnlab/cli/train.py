@@ -32,6 +32,8 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
                    help="override any config key, e.g. --set optim.lr=0.01 (repeatable)")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out from its last.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a run already in --out (default: refuse)")
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default=None, help=f"model name (default: {_D.model.name})")
     g.add_argument("--dataset", default=None,
@@ -101,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         layers.insert(0, load_config_file(saved))
     cfg = resolve_config(*layers, recipe=args.recipe)
     out = Path(args.out or f"runs/{cfg.recipe or cfg.model.name}")
-    result = fit(cfg, out_dir=out, resume=args.resume, progress=not args.quiet)
+    result = fit(cfg, out_dir=out, resume=args.resume, overwrite=args.overwrite,
+                 progress=not args.quiet)
     m = result.metrics
     if args.json:
         print_json({"run_dir": str(out), **m})

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from cnnlab.data.idx import atomic_path
 from cnnlab.errors import CheckpointError
 
 __all__ = [
@@ -50,16 +50,10 @@ def atomic_write_bytes(path: str | Path, write: Any) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())  # the data is on disk before the rename makes it visible
     return path
 
 

@@ -109,6 +109,7 @@ def fit(
     *,
     out_dir: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     data: PreparedData | None = None,
 ) -> FitResult:
@@ -118,6 +119,7 @@ def fit(
     ``history.csv``, ``metrics.json`` and ``env.json``. ``resume=True`` continues the run in
     ``out_dir`` from its ``last.pt``; ``config=None`` then means the run's saved config (the CLI
     passes the saved config with the user's overrides, e.g. more epochs, applied on top).
+    A directory that already holds a run is only replaced with ``overwrite=True``.
 
     Raises:
         ConfigError: invalid settings, or ``resume`` without a resumable run.
@@ -126,6 +128,11 @@ def fit(
     """
     out = Path(out_dir) if out_dir is not None else None
     state: dict[str, Any] | None = None
+    if out is not None and not resume and not overwrite and (out / "last.pt").exists():
+        raise ConfigError(
+            f"{out} already holds a run; pass --resume to continue it, --overwrite to replace "
+            "it, or choose another --out"
+        )
     if resume:
         if out is None or not (out / "last.pt").is_file():
             raise ConfigError(
@@ -183,7 +190,14 @@ def fit(
     best = {"val_accuracy": -1.0, "val_loss": math.inf, "epoch": 0}
     bad_epochs = 0
     train_time = 0.0
+    record = model_record(cfg, data)
     if state is not None:
+        if last["model"] != record or last["classes"] != data.classes:
+            raise ConfigError(
+                f"--resume: {out / 'last.pt'} was trained as {last['model']} on classes "
+                f"{last['classes']}, but this run asks for {record} on {data.classes}; resume "
+                "with the run's own settings, or start a new run"
+            )
         model.load_state_dict(last["state_dict_live"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None and state.get("scheduler") is not None:
@@ -197,9 +211,12 @@ def fit(
         best = dict(state["best"])
         bad_epochs = int(state["bad_epochs"])
         train_time = float(state["train_time_s"])
-        log.info("resuming %s at epoch %d of %d", out, start_epoch + 1, t.epochs)
+        if state.get("stopped_early"):
+            start_epoch = t.epochs  # it ended by early stopping: nothing left to train
+            log.info("%s had stopped early; writing its final figures again", out)
+        else:
+            log.info("resuming %s at epoch %d of %d", out, start_epoch + 1, t.epochs)
 
-    record = model_record(cfg, data)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         config_text = dump_toml(cfg.to_dict())
