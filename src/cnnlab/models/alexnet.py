@@ -52,6 +52,7 @@ from cnnlab.models.base import (
     check_positive_int,
     default_input_spec,
     init_weights,
+    new_head,
     register_model,
 )
 
@@ -135,9 +136,7 @@ class AlexNet(Classifier):
         return self.classifier(features)  # (B, num_classes)
 
     def reset_classifier(self, num_classes: int) -> None:
-        old = self.classifier[6]  # same key; the new layer lives where the old one did
-        self.classifier[6] = nn.Linear(old.in_features, num_classes, device=old.weight.device,
-                                       dtype=old.weight.dtype)
+        self.classifier[6] = new_head(self.classifier[6], num_classes)  # same key
         self.num_classes = num_classes
 
 

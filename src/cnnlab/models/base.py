@@ -35,6 +35,7 @@ __all__ = [
     "default_input_spec",
     "init_weights",
     "list_models",
+    "new_head",
     "register_model",
 ]
 
@@ -258,6 +259,12 @@ def check_widths(model: str, name: str, values: object) -> tuple[int, ...]:
             f"ints >= 1. Got {values!r} instead."
         )
     return tuple(values)
+
+
+def new_head(old: nn.Linear, num_classes: int) -> nn.Linear:
+    """A fresh output layer replacing ``old`` for ``num_classes``, on its device and dtype."""
+    return nn.Linear(old.in_features, num_classes, device=old.weight.device,
+                     dtype=old.weight.dtype)
 
 
 Builder = Callable[..., Classifier]

@@ -32,6 +32,7 @@ from cnnlab.models.base import (
     check_widths,
     default_input_spec,
     init_weights,
+    new_head,
     register_model,
 )
 
@@ -94,9 +95,7 @@ class ConvNet(Classifier):
         return x if pre_logits else self.fc(x)  # (B, num_classes)
 
     def reset_classifier(self, num_classes: int) -> None:
-        old = self.fc
-        self.fc = nn.Linear(old.in_features, num_classes, device=old.weight.device,
-                            dtype=old.weight.dtype)
+        self.fc = new_head(self.fc, num_classes)
         self.num_classes = num_classes
 
 

@@ -31,6 +31,7 @@ from cnnlab.models.base import (
     check_dropout,
     default_input_spec,
     init_weights,
+    new_head,
     register_model,
 )
 
@@ -92,9 +93,7 @@ class LeNet5(Classifier):
         return x if pre_logits else self.fc3(x)  # (B, num_classes)
 
     def reset_classifier(self, num_classes: int) -> None:
-        old = self.fc3  # the new layer lives where the old one did (device, dtype)
-        self.fc3 = nn.Linear(old.in_features, num_classes, device=old.weight.device,
-                             dtype=old.weight.dtype)
+        self.fc3 = new_head(self.fc3, num_classes)
         self.num_classes = num_classes
 
 

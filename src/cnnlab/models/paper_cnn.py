@@ -41,6 +41,7 @@ from cnnlab.models.base import (
     check_widths,
     default_input_spec,
     init_weights,
+    new_head,
     register_model,
 )
 
@@ -95,9 +96,7 @@ class PaperCNN(Classifier):
         return x if pre_logits else self.fc2(x)  # (B, num_classes)
 
     def reset_classifier(self, num_classes: int) -> None:
-        old = self.fc2  # the new layer lives where the old one did (device, dtype)
-        self.fc2 = nn.Linear(old.in_features, num_classes, device=old.weight.device,
-                             dtype=old.weight.dtype)
+        self.fc2 = new_head(self.fc2, num_classes)
         self.num_classes = num_classes
 
 

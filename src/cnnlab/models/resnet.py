@@ -48,6 +48,7 @@ from cnnlab.models.base import (
     check_widths,
     default_input_spec,
     init_weights,
+    new_head,
     register_model,
 )
 
@@ -149,9 +150,7 @@ class ResNet(Classifier):
         return x if pre_logits else self.fc(x)  # (B, num_classes)
 
     def reset_classifier(self, num_classes: int) -> None:
-        old = self.fc  # the new layer lives where the old one did (device, dtype)
-        self.fc = nn.Linear(old.in_features, num_classes, device=old.weight.device,
-                            dtype=old.weight.dtype)
+        self.fc = new_head(self.fc, num_classes)
         self.num_classes = num_classes
 
 
