@@ -39,8 +39,8 @@ def build_parser() -> Parser:
     parser = Parser(
         prog="cnnlab",
         description="Train, evaluate and use CNN image classifiers, MNIST first.",
-        epilog="Run `cnnlab VERB --help` for a verb's options. Quick start: "
-               "cnnlab train --recipe fast --out runs/fast",
+        epilog="Run `cnnlab VERB --help` for a verb's options. Quick start, in the repository: "
+               "cnnlab train --recipe fast --data-dir data --out runs/fast",
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
