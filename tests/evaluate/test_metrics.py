@@ -23,11 +23,14 @@ def test_hand_computed_case():
     with pytest.warns(UndefinedMetricWarning, match=r"precision .* class\(es\) \['c'\]"):
         r = classification_report(t, p, ["a", "b", "c"])
     assert r["accuracy"] == pytest.approx(3 / 5)
-    assert r["per_class"]["a"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    # specificity of a: of the 3 samples that are not a, one (the c) is predicted a
+    assert r["per_class"]["a"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2,
+                                   "specificity": pytest.approx(2 / 3)}
     assert r["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
     assert r["per_class"]["b"]["recall"] == 1.0
     assert r["per_class"]["b"]["f1"] == pytest.approx(0.8)
-    assert r["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert r["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1,
+                                   "specificity": 1.0}
     assert r["macro"]["f1"] == pytest.approx((0.5 + 0.8 + 0) / 3)
 
 

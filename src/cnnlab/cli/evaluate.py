@@ -79,9 +79,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{model.path}: {name} {args.split}, {report['samples']:,} images")
     print(f"accuracy {report['accuracy']:.2%}   macro F1 {report['macro']['f1']:.4f}   "
           f"loss {report['loss']:.4f}\n")
-    rows = [[c, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}", str(v["support"])]
-            for c, v in report["per_class"].items()]
-    print(table(rows, ["class", "precision", "recall", "f1", "support"]))
+    rows = [[c, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['specificity']:.4f}",
+             f"{v['f1']:.4f}", str(v["support"])] for c, v in report["per_class"].items()]
+    print(table(rows, ["class", "precision", "recall", "specificity", "f1", "support"]))
     print("\nconfusion matrix (rows: true class, columns: predicted)")
     cm = report["confusion_matrix"]
     print(table([[c, *map(str, row)] for c, row in zip(model.classes, cm, strict=True)],
