@@ -23,6 +23,9 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
                    help="which split (default: test)")
     p.add_argument("--batch-size", type=int, default=1000, help="default: 1000")
     p.add_argument("--device", default="cpu", help="auto | cpu | cuda (default: cpu)")
+    p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
+                   help="also write report.html, report.md and plots/ next to the checkpoint "
+                        "(default: on)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (accuracy as a fraction, per_class, "
                         "confusion_matrix, timing)")
@@ -73,6 +76,13 @@ def run(args: argparse.Namespace) -> int:
     timing["dataset_pass_s"] = round(elapsed, 3)
     result = {"checkpoint": model.path, "dataset": name, "split": args.split, **report,
               "timing": timing}
+    if args.report:
+        from cnnlab.evaluate.report import build_report
+
+        files = build_report(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
+                             split=args.split, device=args.device, batch_size=args.batch_size,
+                             progress=not args.quiet)["files"]
+        result["report"] = files["html"]
     if args.json:
         print_json(result)
         return 0
@@ -89,4 +99,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"\ninference: batch 1 p50 {timing['latency_ms_p50']:.3f} ms "
           f"(p95 {timing['latency_ms_p95']:.3f}), batch {timing['throughput_batch_size']} "
           f"{timing['throughput_images_per_s']:,.0f} img/s; whole split {elapsed:.2f} s")
+    if result.get("report"):
+        print(f"report: {result['report']}")
     return 0

@@ -74,6 +74,9 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
                         f"(default: {_D.train.device})")
     g.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's choice)")
+    g.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
+                   help="write report.html, report.md and plots/ into the run directory after "
+                        "training (default: on, when the run has a test split)")
     g.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
     p.set_defaults(run=run)
 
@@ -106,8 +109,14 @@ def run(args: argparse.Namespace) -> int:
     result = fit(cfg, out_dir=out, resume=args.resume, overwrite=args.overwrite,
                  progress=not args.quiet)
     m = result.metrics
+    report = None
+    if args.report and "test_accuracy" in m:  # no test split: nothing fair to report on
+        from cnnlab.evaluate.report import build_report
+
+        report = build_report(out, device=cfg.train.device, progress=not args.quiet)
     if args.json:
-        print_json({"run_dir": str(out), **m})
+        print_json({"run_dir": str(out), **m,
+                    "report": report["files"]["html"] if report else None})
         return 0
     lines = [f"trained {cfg.model.name} on {cfg.data.dataset} for {m['epochs_run']} epoch(s) "
              f"in {m['train_time_s']:.1f} s ({m['images_per_s']:,.0f} img/s)"]
@@ -119,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
               f"  model.pt      best checkpoint (epoch {m['best_epoch']})",
               "  history.csv   per-epoch losses, accuracies, learning rate",
               "  metrics.json  final figures",
+              *(["  report.html   evaluation report (model card, metrics, figures)"]
+                if report else []),
               f"next: cnnlab evaluate {out}   |   cnnlab predict {out} IMAGE.png"]
     print("\n".join(lines))
     return 0

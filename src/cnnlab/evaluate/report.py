@@ -1,0 +1,588 @@
+"""The evaluation report of a trained model: every metric, efficiency figures and plots, written
+as ``metrics.json`` (an ``evaluation`` section next to the training figures), ``report.md`` and
+one self-contained ``report.html`` that opens offline with its figures embedded.
+
+Both documents open with a short model card: data, recipe and model, headline metrics with
+95 % intervals, efficiency and known limits. For the MNIST test split the accuracy is also broken
+down by writer population (NIST SD-3 and SD-1), with the gap and its bootstrap interval.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import logging
+import math
+import platform
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnlab.data import ImageDataset
+from cnnlab.errors import ConfigError, DataError
+
+__all__ = ["MNIST_WRITER_GROUPS", "build_report", "most_confused_pairs", "writer_groups"]
+
+log = logging.getLogger("cnnlab")
+
+# MNIST's test set: the first 5000 images come from NIST SD-3 (Census Bureau employees), the
+# last 5000 from SD-1 (high-school students); LeCun et al. describe the split.
+MNIST_WRITER_GROUPS = (
+    ("SD-3", "Census Bureau employees", 0, 5000),
+    ("SD-1", "high-school students", 5000, 10000),
+)
+
+PLOT_TITLES = {
+    "confusion_matrix": "Confusion matrix",
+    "roc_curves": "ROC curves",
+    "training_curves": "Training curves",
+    "reliability": "Reliability diagram",
+    "per_class_f1": "F1 per class",
+    "sample_grid": "Sample predictions",
+    "confident_mistakes": "Most confident mistakes",
+    "confused_pairs": "Most-confused class pairs",
+}
+
+
+# --- pieces that need no model -------------------------------------------------------------------
+
+def writer_groups(targets: Any, preds: Any, *, n_boot: int = 1000, confidence: float = 0.95,
+                  seed: int | None = 0) -> dict[str, Any]:
+    """Accuracy of MNIST test predictions per writer population and the gap between them.
+
+    The gap is SD-3 accuracy minus SD-1 accuracy; its interval is a percentile bootstrap that
+    resamples each group on its own (each resampled group's correct count is binomial).
+
+    Raises:
+        DataError: not exactly 10,000 targets and predictions (the MNIST test split).
+    """
+    t = np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets)
+    p = np.asarray(preds.cpu() if isinstance(preds, torch.Tensor) else preds)
+    if t.shape != (10000,) or p.shape != (10000,):
+        raise DataError("writer groups are defined for the MNIST test split of 10,000 images; "
+                        f"got {t.shape[0] if t.ndim else 0} targets and "
+                        f"{p.shape[0] if p.ndim else 0} predictions")
+    from cnnlab.evaluate.metrics import bootstrap_ci
+
+    rng = np.random.default_rng(seed)
+    groups, draws = [], []
+    for name, writers, start, stop in MNIST_WRITER_GROUPS:
+        correct = t[start:stop] == p[start:stop]
+        n = stop - start
+        acc, low, high = bootstrap_ci(t[start:stop], p[start:stop], "accuracy", n_boot,
+                                      confidence, seed)
+        groups.append({"name": name, "writers": writers, "images": f"{start}-{stop - 1}",
+                       "samples": n, "errors": int(n - correct.sum()), "accuracy": acc,
+                       "accuracy_ci": [low, high]})
+        draws.append(rng.binomial(n, correct.mean(), size=n_boot) / n)
+    gap = groups[0]["accuracy"] - groups[1]["accuracy"]
+    q = [(1 - confidence) / 2, (1 + confidence) / 2]
+    low, high = (float(v) for v in np.quantile(draws[0] - draws[1], q))
+    return {"groups": groups, "gap": gap, "gap_ci": [low, high], "confidence": confidence,
+            "gap_definition": "SD-3 accuracy minus SD-1 accuracy",
+            "gap_significant": not (low <= 0.0 <= high)}
+
+
+def most_confused_pairs(cm: Any, classes: list[str], top: int = 10) -> list[tuple[str, str, int]]:
+    """The ``top`` largest off-diagonal cells of a confusion matrix as (true, predicted, count),
+    largest first; empty cells are left out."""
+    arr = np.array(cm, dtype=np.int64)
+    np.fill_diagonal(arr, 0)
+    order = np.argsort(-arr, axis=None, kind="stable")[:top]
+    out = []
+    for flat in order:
+        i, j = divmod(int(flat), arr.shape[1])
+        if arr[i, j] > 0:
+            out.append((classes[i], classes[j], int(arr[i, j])))
+    return out
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+def _run_dir_of(source: Path) -> Path:
+    return source if source.is_dir() else source.parent
+
+
+def _read_history(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "history.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path} is not valid JSON ({e}); move it away to have it rewritten") from e
+    return data if isinstance(data, dict) else {}
+
+
+def _load_split(model: Any, dataset: str | ImageDataset | None, data_dir: str | None,
+                split: str, progress: bool) -> tuple[ImageDataset, str]:
+    from cnnlab.data import DATASETS, load_dataset, load_image_folder
+
+    if isinstance(dataset, ImageDataset):
+        ds, name = dataset, dataset.name or "dataset"
+    else:
+        data_cfg = model.config.get("data", {})
+        name = dataset or data_cfg.get("dataset") or "mnist"
+        data_dir = data_dir or data_cfg.get("data_dir") or None
+        spec = model.input_spec
+        if name in DATASETS:
+            ds = load_dataset(name, split, data_dir=data_dir, progress=progress)
+            # the same resizing and channel conversion as training (image_size, channels)
+            from cnnlab.training.data import _convert_channels, _resize
+
+            if tuple(ds.images.shape[2:]) != (spec.height, spec.width):
+                ds = _resize(ds, (spec.height, spec.width))
+            ds = _convert_channels(ds, spec.channels)
+        else:
+            root = Path(name)
+            if not root.is_dir():
+                raise DataError(f"dataset {name!r} is neither a known dataset "
+                                f"({', '.join(DATASETS.names())}) nor an image folder")
+            if (root / split).is_dir():
+                root = root / split
+            ds = load_image_folder(root, channels=spec.channels, size=(spec.height, spec.width),
+                                   progress=progress)
+    spec = model.input_spec
+    if tuple(ds.images.shape[1:]) != spec.shape:
+        raise DataError(f"{name} {split} images have shape {tuple(ds.images.shape[1:])} but "
+                        f"the model expects {spec.shape}")
+    if list(ds.classes) != list(model.classes):
+        raise DataError(f"{name} has classes {ds.classes} but the model was trained on "
+                        f"{model.classes}")
+    if len(ds) == 0:
+        raise DataError(f"{name} {split} has no images to evaluate")
+    return ds, name
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+def build_report(
+    run_dir_or_checkpoint: str | Path,
+    *,
+    dataset: str | ImageDataset | None = None,
+    data_dir: str | Path | None = None,
+    split: str = "test",
+    device: str | torch.device = "cpu",
+    out_dir: str | Path | None = None,
+    batch_size: int = 1000,
+    n_boot: int = 1000,
+    latency_runs: int = 100,
+    throughput_batch_size: int = 1000,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate a trained model and write its report.
+
+    Args:
+        run_dir_or_checkpoint: a run directory (with ``model.pt``) or a checkpoint file.
+        dataset: a dataset name, an image folder, or an :class:`ImageDataset` already in memory;
+            default: the one the model was trained on.
+        data_dir: where the dataset files are (default: the training run's).
+        split: ``"train"`` or ``"test"``.
+        device: where to run the model (``auto``, ``cpu``, ``cuda``).
+        out_dir: where to write ``report.html``, ``report.md``, ``metrics.json`` and ``plots/``;
+            default: the run directory (the checkpoint's folder).
+        batch_size: the evaluation batch size.
+        n_boot: bootstrap resamples for the intervals.
+        latency_runs, throughput_batch_size: the inference timing's batch-1 runs and large batch.
+        progress: show progress while loading data.
+
+    Returns:
+        The ``evaluation`` section written to ``metrics.json``, with ``files`` (the paths written).
+
+    Raises:
+        CheckpointError: a missing or unreadable checkpoint or run directory.
+        ConfigError: an invalid ``split`` or ``batch_size``.
+        DataError, DatasetNotFoundError: missing data, or data that does not fit the model.
+    """
+    import torch.nn.functional as F
+
+    from cnnlab.api import load
+    from cnnlab.device import resolve_device
+    from cnnlab.evaluate import (
+        balanced_accuracy,
+        bootstrap_ci,
+        classification_report,
+        expected_calibration_error,
+        log_loss,
+        measure_inference,
+        predict_logits,
+        roc_auc,
+        roc_curves,
+        top_k_accuracy,
+    )
+    from cnnlab.models.summary import summarize
+
+    if split not in ("train", "test"):
+        raise ConfigError(f"The 'split' parameter of build_report must be 'train' or 'test'. "
+                          f"Got {split!r} instead.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"The 'batch_size' parameter of build_report must be an int >= 1. "
+                          f"Got {batch_size!r} instead.")
+    source = Path(run_dir_or_checkpoint)
+    dev = resolve_device(str(device))
+    model = load(source, device=dev)  # raises CheckpointError for a missing run or file
+    ckpt_path = Path(model.path) if model.path else source
+    run_dir = _run_dir_of(ckpt_path)
+    out = Path(out_dir) if out_dir is not None else run_dir
+    ds, name = _load_split(model, dataset, None if data_dir is None else str(data_dir), split,
+                           progress)
+    spec, classes = model.input_spec, list(model.classes)
+    k = len(classes)
+
+    logits = predict_logits(model.classifier, ds.images, spec.mean, spec.std,
+                            batch_size=batch_size, device=dev).float().cpu()
+    probs = F.softmax(logits.double(), dim=1).numpy()  # float64: rows sum to 1 within 1e-12
+    targets = ds.targets.numpy()
+    preds = probs.argmax(axis=1)
+
+    caught: list[str] = []
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        report = classification_report(targets, preds, classes)
+        acc, acc_low, acc_high = bootstrap_ci(targets, preds, "accuracy", n_boot)
+        f1, f1_low, f1_high = bootstrap_ci(targets, preds, "macro_f1", n_boot)
+        ece, bins = expected_calibration_error(targets, probs)
+        auc_per_class = roc_auc(targets, probs, average=None) if k > 1 else np.array([])
+        auc_macro = roc_auc(targets, probs, "macro") if k > 1 else math.nan
+        auc_micro = roc_auc(targets, probs, "micro") if k > 1 else math.nan
+        curves = roc_curves(targets, probs) if k > 1 else []
+    for r in records:  # degenerate-but-valid cases: reported, not fatal
+        message = str(r.message)
+        if message not in caught:
+            caught.append(message)
+            log.warning("report: %s", message)
+    topk = min(3, k)
+    evaluation: dict[str, Any] = {
+        "checkpoint": str(ckpt_path),
+        "dataset": name,
+        "split": split,
+        "samples": len(ds),
+        "classes": classes,
+        "accuracy": acc,
+        "accuracy_ci": [acc_low, acc_high],
+        "macro_f1": f1,
+        "macro_f1_ci": [f1_low, f1_high],
+        "confidence_level": 0.95,
+        "balanced_accuracy": balanced_accuracy(targets, preds, k),
+        f"top{topk}_accuracy": top_k_accuracy(targets, probs, topk),
+        "log_loss": log_loss(targets, probs),
+        "roc_auc_macro": auc_macro,
+        "roc_auc_micro": auc_micro,
+        "roc_auc_per_class": dict(zip(classes, map(float, auc_per_class), strict=True)),
+        "ece": ece,
+        "macro": report["macro"],
+        "weighted": report["weighted"],
+        "per_class": report["per_class"],
+        "confusion_matrix": report["confusion_matrix"],
+        "most_confused": [{"true": a, "predicted": b, "count": n}
+                          for a, b, n in most_confused_pairs(report["confusion_matrix"], classes)],
+        "warnings": caught,
+    }
+    if name == "mnist" and split == "test" and len(ds) == 10000:
+        evaluation["writer_groups"] = writer_groups(targets, preds, n_boot=n_boot)
+
+    # efficiency
+    training = {k: v for k, v in _read_json(run_dir / "metrics.json").items()
+                if k != "evaluation"}
+    history = _read_history(run_dir)
+    train_time = training.get("train_time_s", model.metrics.get("train_time_s"))
+    if train_time is None and history:
+        train_time = round(sum(float(r.get("epoch_time_s") or 0) for r in history), 3)
+    summary = summarize(model.classifier, device=dev)
+    timing = measure_inference(model.classifier, spec.shape, device=dev,
+                               latency_runs=latency_runs,
+                               batch_size=max(1, throughput_batch_size), throughput_runs=3)
+    evaluation["efficiency"] = {
+        **timing,
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "train_time_s": train_time,
+        "parameters": summary.total_params,
+        "macs": summary.total_macs,
+        "checkpoint_mb": round(ckpt_path.stat().st_size / 2**20, 3) if ckpt_path.is_file()
+        else None,
+    }
+
+    # figures
+    from cnnlab.evaluate import plots
+
+    plot_dir = out / "plots"
+    conf = probs.max(axis=1)
+    wrong = np.flatnonzero(preds != targets)
+    wrong = wrong[np.argsort(-conf[wrong], kind="stable")][:16]
+    sample = np.arange(min(32, len(ds)))
+    images = ds.images.numpy()
+    files: dict[str, Path] = {
+        "confusion_matrix": plots.plot_confusion_matrix(
+            report["confusion_matrix"], classes, plot_dir / "confusion_matrix.png"),
+        "per_class_f1": plots.plot_per_class_f1(
+            {c: v["f1"] for c, v in report["per_class"].items()},
+            plot_dir / "per_class_f1.png", macro_f1=report["macro"]["f1"]),
+        "reliability": plots.plot_reliability(bins, plot_dir / "reliability.png", ece=ece),
+        "sample_grid": plots.plot_sample_grid(
+            images[sample], targets[sample], preds[sample], classes, plot_dir / "sample_grid.png"),
+        "confident_mistakes": plots.plot_confident_mistakes(
+            images[wrong], targets[wrong], preds[wrong], conf[wrong], classes,
+            plot_dir / "confident_mistakes.png"),
+        "confused_pairs": plots.plot_confused_pairs(
+            [(m["true"], m["predicted"], m["count"]) for m in evaluation["most_confused"]],
+            plot_dir / "confused_pairs.png"),
+    }
+    if curves:
+        files["roc_curves"] = plots.plot_roc_curves(
+            curves, list(auc_per_class), classes, plot_dir / "roc_curves.png", micro_auc=auc_micro)
+    if history:
+        files["training_curves"] = plots.plot_training_curves(
+            history, plot_dir / "training_curves.png")
+    files = {key: files[key] for key in PLOT_TITLES if key in files}  # a stable order
+    evaluation["plots"] = {key: str(p.relative_to(out)) for key, p in files.items()}
+
+    card = _model_card(model, evaluation, training, history)
+    evaluation["model_card"] = card
+    from cnnlab.cli._util import clean_json
+    from cnnlab.training.checkpoint import atomic_write_bytes
+
+    merged = _read_json(out / "metrics.json")
+    if not merged and out != run_dir:
+        merged = dict(training)  # a report elsewhere still carries the training figures
+    merged["evaluation"] = clean_json(evaluation)
+    metrics_text = json.dumps(merged, indent=2) + "\n"
+    md_text = _markdown(evaluation)
+    html_text = _html(evaluation, files)
+    paths = {"metrics": out / "metrics.json", "markdown": out / "report.md",
+             "html": out / "report.html"}
+    for key, text in (("metrics", metrics_text), ("markdown", md_text), ("html", html_text)):
+        data = text.encode()
+        atomic_write_bytes(paths[key], lambda f, data=data: f.write(data))
+    result = clean_json(evaluation)
+    result["files"] = {**{k: str(v) for k, v in paths.items()},
+                       "plots": {k: str(v) for k, v in files.items()}}
+    return result
+
+
+# --- the model card ------------------------------------------------------------------------------
+
+def _pct(x: float | None, digits: int = 2) -> str:
+    return "n/a" if x is None or x != x else f"{100 * x:.{digits}f} %"
+
+
+def _ci(pair: list[float], digits: int = 2) -> str:
+    return f"[{_pct(pair[0], digits)}, {_pct(pair[1], digits)}]"
+
+
+def _num(x: Any, fmt: str = ".4f") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and x != x) else format(x, fmt)
+
+
+def _seconds(t: float) -> str:
+    return f"{t:,.1f} s" if t >= 10 else f"{t:.3g} s"
+
+
+def _model_card(model: Any, ev: dict[str, Any], training: dict[str, Any],
+                history: list[dict[str, Any]]) -> dict[str, list[tuple[str, str]]]:
+    """The card as sections of (label, value) rows, shared by the Markdown and HTML writers."""
+    cfg = model.config
+    data_cfg, model_cfg = cfg.get("data", {}), cfg.get("model", {})
+    optim, train = cfg.get("optim", {}), cfg.get("train", {})
+    spec = model.input_spec
+    kind = model.preprocessing.get("kind", "")
+    trained_on = data_cfg.get("dataset", "unknown")
+    data = [
+        ("evaluated on", f"{ev['dataset']} {ev['split']} split, {ev['samples']:,} images"),
+        ("trained on", f"{trained_on}"
+         + (f", {training['train_images']:,} training images" if training.get("train_images")
+            else "")),
+        ("classes", f"{len(ev['classes'])}: {', '.join(ev['classes'])}"),
+        ("input", f"{spec.shape_str()}, normalised with mean {list(spec.mean)} "
+                  f"and std {list(spec.std)}"),
+        ("preprocessing", kind or "none recorded"),
+    ]
+    kwargs = model_cfg.get("kwargs") or {}
+    recipe = [
+        ("model", f"{model_cfg.get('name', type(model.classifier).__name__)}"
+         + (f" {kwargs}" if kwargs else "")),
+        ("recipe", cfg.get("recipe") or "none (defaults and overrides)"),
+        ("optimizer", f"{optim.get('optimizer', '?')}, lr {optim.get('lr', '?')}, "
+                      f"weight decay {optim.get('weight_decay', '?')}, scheduler "
+                      f"{optim.get('scheduler', '?')}"),
+        ("training", f"{training.get('epochs_run', len(history) or '?')} epochs "
+                     f"(of {train.get('epochs', '?')}), batch {train.get('batch_size', '?')}, "
+                     f"label smoothing {train.get('label_smoothing', '?')}, EMA "
+                     f"{train.get('ema', '?')}, augmentation "
+                     f"{'on' if (data_cfg.get('augment') or {}).get('enabled') else 'off'}, "
+                     f"seed {train.get('seed', '?')}"),
+    ]
+    topk = next(key for key in ev if key.startswith("top") and key.endswith("_accuracy"))
+    headline = [
+        ("accuracy", f"{_pct(ev['accuracy'])} (95 % CI {_ci(ev['accuracy_ci'])})"),
+        ("macro F1", f"{_num(ev['macro_f1'])} (95 % CI [{_num(ev['macro_f1_ci'][0])}, "
+                     f"{_num(ev['macro_f1_ci'][1])}])"),
+        ("balanced accuracy", _pct(ev["balanced_accuracy"])),
+        (topk.replace("_", " ").replace("top", "top-"), _pct(ev[topk])),
+        ("log-loss", _num(ev["log_loss"])),
+        ("ROC AUC", f"macro {_num(ev['roc_auc_macro'], '.5f')}, "
+                    f"micro {_num(ev['roc_auc_micro'], '.5f')}"),
+        ("calibration", f"ECE {_num(ev['ece'])}"),
+    ]
+    if "writer_groups" in ev:
+        wg = ev["writer_groups"]
+        a, b = wg["groups"]
+        headline.append(("writer groups", f"{a['name']} {_pct(a['accuracy'])}, {b['name']} "
+                         f"{_pct(b['accuracy'])}, gap {_pct(wg['gap'])} "
+                         f"(95 % CI {_ci(wg['gap_ci'])})"))
+    eff = ev["efficiency"]
+    efficiency = [
+        ("latency, batch 1", f"p50 {_num(eff['latency_ms_p50'], '.3f')} ms, p95 "
+                             f"{_num(eff['latency_ms_p95'], '.3f')} ms, p99 "
+                             f"{_num(eff['latency_ms_p99'], '.3f')} ms"),
+        ("throughput", f"{eff['throughput_images_per_s']:,.0f} images/s at batch "
+                       f"{eff['throughput_batch_size']}"),
+        ("measured on", f"{eff['device']}, {eff['threads']} threads ({eff['cpu']})"),
+        ("training time", "n/a" if eff["train_time_s"] is None
+         else _seconds(float(eff["train_time_s"]))),
+        ("parameters", f"{eff['parameters']:,}"),
+        ("MACs per image", f"{eff['macs']:,}"),
+        ("checkpoint size", "n/a" if eff["checkpoint_mb"] is None
+         else f"{eff['checkpoint_mb']:.2f} MB"),
+    ]
+    limits = []
+    if kind == "mnist-digits":
+        limits.append(("inputs", "digits centred like MNIST (white on black, size-normalised "
+                                 f"in {spec.height}x{spec.width}); other inputs need "
+                                 "preprocessing (`cnnlab predict` does it for image files)"))
+    else:
+        limits.append(("inputs", f"images resized to {spec.height}x{spec.width} with "
+                                 f"{spec.channels} channel(s); other framings are untested"))
+    limits.append(("scope", f"measured on one split of {ev['dataset']}; data from another "
+                            "source can score lower"))
+    if ev["split"] == "train":
+        limits.append(("split", "the training split: these figures overstate accuracy on new "
+                                "data"))
+    if ev["ece"] == ev["ece"] and ev["ece"] > 0.05:
+        limits.append(("calibration", f"ECE {ev['ece']:.3f}: probabilities should not be read "
+                                      "as frequencies without recalibration"))
+    if "writer_groups" in ev and ev["writer_groups"]["gap_significant"]:
+        limits.append(("writers", "accuracy differs between the two writer populations (the "
+                                  "gap's 95 % interval excludes 0)"))
+    for message in ev["warnings"]:
+        limits.append(("warning", message))
+    limits.append(("timing", "latency and throughput depend on the machine and its load; "
+                             "compare them only across runs measured on the same machine"))
+    return {"Data": data, "Recipe and model": recipe, "Headline metrics": headline,
+            "Efficiency": efficiency, "Known limits": limits}
+
+
+# --- writers -------------------------------------------------------------------------------------
+
+def _per_class_rows(ev: dict[str, Any]) -> list[list[str]]:
+    aucs = ev["roc_auc_per_class"]
+    return [[c, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['specificity']:.4f}",
+             f"{v['f1']:.4f}", _num(aucs.get(c)), str(v["support"])]
+            for c, v in ev["per_class"].items()]
+
+
+_PER_CLASS_HEADER = ["class", "precision", "recall", "specificity", "F1", "ROC AUC", "support"]
+_GROUP_HEADER = ["group", "writers", "images", "accuracy", "95 % CI", "errors"]
+
+
+def _group_rows(wg: dict[str, Any]) -> list[list[str]]:
+    rows = [[g["name"], g["writers"], g["images"], _pct(g["accuracy"]), _ci(g["accuracy_ci"]),
+             str(g["errors"])] for g in wg["groups"]]
+    rows.append(["gap", wg["gap_definition"], "", _pct(wg["gap"]), _ci(wg["gap_ci"]), ""])
+    return rows
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(header), line(["---"] * len(header)), *map(line, rows)])
+
+
+def _title(ev: dict[str, Any]) -> str:
+    return f"Evaluation report: {Path(ev['checkpoint']).parent.name or ev['checkpoint']}"
+
+
+def _markdown(ev: dict[str, Any]) -> str:
+    parts = [f"# {_title(ev)}", "",
+             f"Checkpoint `{ev['checkpoint']}`, {ev['dataset']} {ev['split']} split.", "",
+             "## Model card", ""]
+    for section, rows in ev["model_card"].items():
+        parts += [f"### {section}", "", *(f"- **{k}**: {v}" for k, v in rows), ""]
+    parts += ["## Per-class figures", "", _md_table(_PER_CLASS_HEADER, _per_class_rows(ev)), ""]
+    if "writer_groups" in ev:
+        parts += ["## Writer groups", "",
+                  "MNIST test images 0-4999 come from NIST SD-3 (Census Bureau employees), "
+                  "5000-9999 from SD-1 (high-school students).", "",
+                  _md_table(_GROUP_HEADER, _group_rows(ev["writer_groups"])), ""]
+    parts += ["## Figures", ""]
+    for key, rel in ev["plots"].items():
+        parts += [f"### {PLOT_TITLES[key]}", "", f"![{PLOT_TITLES[key]}]({rel})", ""]
+    return "\n".join(parts)
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto;
+       max-width: 1100px; padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; border-bottom: 2px solid #3b6ea8; padding-bottom: .2em; }
+h2 { font-size: 1.3em; margin-top: 1.6em; color: #27496d; }
+h3 { font-size: 1.05em; margin-bottom: .3em; }
+.card { display: grid; grid-template-columns: repeat(auto-fit, minmax(320px, 1fr)); gap: 1em; }
+.card section { background: #f5f8fb; border: 1px solid #d7e1ec; border-radius: 6px;
+                padding: .6em 1em; }
+dl { display: grid; grid-template-columns: max-content auto; gap: .2em 1em; margin: 0; }
+dt { font-weight: 600; } dd { margin: 0; }
+table { border-collapse: collapse; margin: .5em 0; font-size: .92em; }
+th, td { border: 1px solid #ccd; padding: .25em .6em; text-align: right; }
+th { background: #eef2f7; } td:first-child, th:first-child { text-align: left; }
+figure { margin: 1em 0; } img { max-width: 100%; height: auto; border: 1px solid #eee; }
+code { background: #f0f0f0; padding: 0 .2em; }
+"""
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
+                   for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html(ev: dict[str, Any], files: dict[str, Path]) -> str:
+    esc = html.escape
+    card = []
+    for section, rows in ev["model_card"].items():
+        items = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in rows)
+        card.append(f"<section><h3>{esc(section)}</h3><dl>{items}</dl></section>")
+    body = [f"<h1>{esc(_title(ev))}</h1>",
+            f"<p>Checkpoint <code>{esc(ev['checkpoint'])}</code>, {esc(ev['dataset'])} "
+            f"{esc(ev['split'])} split.</p>",
+            "<h2>Model card</h2>", f"<div class=\"card\">{''.join(card)}</div>",
+            "<h2>Per-class figures</h2>", _html_table(_PER_CLASS_HEADER, _per_class_rows(ev))]
+    if "writer_groups" in ev:
+        body += ["<h2>Writer groups</h2>",
+                 "<p>MNIST test images 0-4999 come from NIST SD-3 (Census Bureau employees), "
+                 "5000-9999 from SD-1 (high-school students).</p>",
+                 _html_table(_GROUP_HEADER, _group_rows(ev["writer_groups"]))]
+    body.append("<h2>Figures</h2>")
+    for key, path in files.items():
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        body.append(f"<figure id=\"{key}\"><h3>{esc(PLOT_TITLES[key])}</h3>"
+                    f"<img alt=\"{esc(PLOT_TITLES[key])}\" "
+                    f"src=\"data:image/png;base64,{data}\"></figure>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{esc(_title(ev))}</title><style>{_CSS}</style></head>\n<body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
