@@ -1,0 +1,5 @@
+"""Model selection on top of the training loop: k-fold cross-validation."""
+
+from cnnlab.tune.cv import cross_validate
+
+__all__ = ["cross_validate"]
