@@ -16,7 +16,8 @@ from cnnlab import __version__
 __all__ = ["build_parser", "entry", "main"]
 
 # one module per verb; each has add_parser(subparsers) and run(args) -> int
-VERBS = ("data", "models", "summary", "train", "evaluate", "predict", "report", "cv", "runs")
+VERBS = ("data", "models", "summary", "train", "evaluate", "predict", "report", "compare", "cv",
+         "runs")
 
 
 class UsageError(Exception):
