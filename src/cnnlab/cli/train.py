@@ -112,8 +112,10 @@ def run(args: argparse.Namespace) -> int:
     report = None
     if args.report and "test_accuracy" in m:  # no test split: nothing fair to report on
         from cnnlab.evaluate.report import build_report
+        from cnnlab.training.tracking import log_figures
 
         report = build_report(out, device=cfg.train.device, progress=not args.quiet)
+        log_figures(out, report["files"]["plots"])
     if args.json:
         print_json({"run_dir": str(out), **m,
                     "report": report["files"]["html"] if report else None})

@@ -32,6 +32,7 @@ from cnnlab.progress import Progress
 from cnnlab.training.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from cnnlab.training.data import PreparedData, prepare_data
 from cnnlab.training.optim import make_optimizer, make_scheduler
+from cnnlab.training.tracking import TensorBoard
 
 __all__ = ["FitResult", "fit"]
 
@@ -232,6 +233,7 @@ def fit(
     def eval_model() -> nn.Module:
         return ema.module if ema is not None else model
 
+    tb = TensorBoard.open(out, resume_from_epoch=start_epoch) if out is not None else None
     x_train = data.train.images.to(device)
     y_train = data.train.targets.to(device)
     mean, std = data.mean, data.std
@@ -294,6 +296,8 @@ def fit(
                "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr,
                "epoch_time_s": epoch_time, "images_per_s": n_train / epoch_time}
         history.append(row)
+        if tb is not None:
+            tb.epoch(row)
         bar.close(postfix=f"loss {train_loss:.4f} acc {train_acc:.4f}"
                   + (f" val_loss {val_loss:.4f} val_acc {val_acc:.4f}" if data.val else ""))
 
@@ -359,6 +363,8 @@ def fit(
         checkpoint = save_checkpoint(out / "model.pt", payload(final, metrics))
         text = json.dumps(metrics, indent=2) + "\n"
         atomic_write_bytes(out / "metrics.json", lambda f: f.write(text.encode()))
+    if tb is not None:
+        tb.close(cfg.to_dict(), metrics)
     final_model = _as_classifier(final, model)
     return FitResult(model=final_model, config=cfg, history=history, metrics=metrics,
                      classes=data.classes, preprocessing=data.preprocessing, out_dir=out,
