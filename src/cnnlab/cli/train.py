@@ -26,14 +26,34 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
     )
     p.add_argument("--out", default=None, metavar="DIR",
                    help="run directory (default: runs/<recipe or model>)")
-    p.add_argument("--recipe", default=None, help="start from a recipe (see above)")
+    g = add_settings_flags(p, kind="run", validation=True,
+                           resume_help="continue the interrupted run in --out from its last.pt")
+    g.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
+                   help="write report.html, report.md and plots/ into the run directory after "
+                        "training (default: on, when the run has a test split)")
+    g.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
+    p.set_defaults(run=run)
+
+
+FLAGS = ("model", "dataset", "data_dir", "val_fraction", "limit", "augment", "epochs",
+         "batch_size", "optimizer", "lr", "momentum", "weight_decay", "scheduler",
+         "label_smoothing", "ema", "early_stopping", "seed", "device", "threads")
+
+
+def add_settings_flags(p: argparse.ArgumentParser, *, kind: str, validation: bool,
+                       resume_help: str) -> argparse._ArgumentGroup:
+    """The settings flags `train` and `cv` share; returns the "run" group for more flags.
+
+    ``kind`` names what --out holds ("run", "cross-validation"); ``validation`` adds
+    --val-fraction (cv has none: each fold's held-out part validates it).
+    """
+    p.add_argument("--recipe", default=None, help="start from a recipe (see `cnnlab train -h`)")
     p.add_argument("-c", "--config", default=None, metavar="FILE", help="a TOML config file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set optim.lr=0.01 (repeatable)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the interrupted run in --out from its last.pt")
+    p.add_argument("--resume", action="store_true", help=resume_help)
     p.add_argument("--overwrite", action="store_true",
-                   help="replace a run already in --out (default: refuse)")
+                   help=f"replace a {kind} already in --out (default: refuse)")
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default=None, help=f"model name (default: {_D.model.name})")
     g.add_argument("--dataset", default=None,
@@ -41,10 +61,12 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
     g.add_argument("--data-dir", default=None, metavar="DIR",
                    help="where the dataset files are (default: $CNNLAB_DATA_DIR, then "
                         "~/.cache/cnnlab/NAME)")
-    g.add_argument("--val-fraction", type=float, default=None,
-                   help=f"validation split (default: {_D.data.val_fraction:.4f}, 5,000 of 60,000)")
+    if validation:
+        g.add_argument("--val-fraction", type=float, default=None,
+                       help=f"validation split (default: {_D.data.val_fraction:.4f}, "
+                            "5,000 of 60,000)")
     g.add_argument("--limit", type=int, default=None,
-                   help="train on a stratified subset of N images (default: all)")
+                   help="use a stratified subset of N training images (default: all)")
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random rotation, scaling and shifts on every batch (default: off)")
     g = p.add_argument_group("optimisation")
@@ -74,37 +96,42 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
                         f"(default: {_D.train.device})")
     g.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's choice)")
-    g.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
-                   help="write report.html, report.md and plots/ into the run directory after "
-                        "training (default: on, when the run has a test split)")
-    g.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
-    p.set_defaults(run=run)
+    return g
 
 
-FLAGS = ("model", "dataset", "data_dir", "val_fraction", "limit", "augment", "epochs",
-         "batch_size", "optimizer", "lr", "momentum", "weight_decay", "scheduler",
-         "label_smoothing", "ema", "early_stopping", "seed", "device", "threads")
+def resolve_settings(args: argparse.Namespace, flags: tuple[str, ...], *, kind: str) -> Config:
+    """The config from --recipe, -c, --set and the flags; with --resume, the saved
+    config.toml in --out is the base layer.
+
+    Raises:
+        ConfigError: --resume without a resumable --out, or invalid settings.
+    """
+    from pathlib import Path
+
+    from cnnlab.config import flags_layer, load_config_file, parse_set, resolve_config
+    from cnnlab.errors import ConfigError
+
+    values = {name: getattr(args, name) for name in flags}
+    layers = [load_config_file(args.config) if args.config else {}, parse_set(args.set),
+              flags_layer(values)]
+    if args.resume:
+        if not args.out:
+            raise ConfigError(f"--resume needs --out, the {kind} directory to continue")
+        saved = Path(args.out) / "config.toml"
+        if not saved.is_file():
+            raise ConfigError(
+                f"--resume: {saved} does not exist; is {args.out!r} a {kind} directory?")
+        layers.insert(0, load_config_file(saved))
+    return resolve_config(*layers, recipe=args.recipe)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cnnlab.cli._util import print_json
-    from cnnlab.config import flags_layer, load_config_file, parse_set, resolve_config
-    from cnnlab.errors import ConfigError
     from cnnlab.training.loop import fit
 
-    flags = {name: getattr(args, name) for name in FLAGS}
-    layers = [load_config_file(args.config) if args.config else {}, parse_set(args.set),
-              flags_layer(flags)]
-    if args.resume:
-        if not args.out:
-            raise ConfigError("--resume needs --out, the run directory to continue")
-        saved = Path(args.out) / "config.toml"
-        if not saved.is_file():
-            raise ConfigError(f"--resume: {saved} does not exist; is {args.out!r} a run directory?")
-        layers.insert(0, load_config_file(saved))
-    cfg = resolve_config(*layers, recipe=args.recipe)
+    cfg = resolve_settings(args, FLAGS, kind="run")
     out = Path(args.out or f"runs/{cfg.recipe or cfg.model.name}")
     result = fit(cfg, out_dir=out, resume=args.resume, overwrite=args.overwrite,
                  progress=not args.quiet)
