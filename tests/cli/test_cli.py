@@ -146,3 +146,14 @@ def test_help_states_defaults(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "default: 20" in out and "default: adam" in out and "Recipes:" in out
+
+
+def test_evaluate_with_and_without_the_report_agree(run_dir, capsys):
+    assert main(["evaluate", str(run_dir), "--json", "-q", "--no-report"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", str(run_dir), "--json", "-q"]) == 0
+    with_report = json.loads(capsys.readouterr().out)
+    assert "report" not in plain and with_report["report"].endswith("report.html")
+    assert plain["confusion_matrix"] == with_report["confusion_matrix"]
+    assert plain["accuracy"] == pytest.approx(with_report["accuracy"])
+    assert plain["loss"] == pytest.approx(with_report["loss"], abs=1e-5)

@@ -34,55 +34,46 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
 
 def run(args: argparse.Namespace) -> int:
     import time
-    from pathlib import Path
 
     import torch.nn.functional as F
 
     from cnnlab.api import load
     from cnnlab.cli._util import print_json, table
-    from cnnlab.data import DATASETS, load_dataset, load_image_folder
     from cnnlab.device import resolve_device
-    from cnnlab.errors import DataError
     from cnnlab.evaluate import classification_report, measure_inference, predict_logits
+    from cnnlab.evaluate.report import _load_split, build_report
 
     device = resolve_device(args.device)
     model = load(args.checkpoint, device=device)
-    data_cfg = model.config.get("data", {})
-    name = args.dataset or data_cfg.get("dataset", "mnist")
-    data_dir = args.data_dir or data_cfg.get("data_dir") or None
+    # the same loading, resizing and checks as the report
+    ds, name = _load_split(model, args.dataset, args.data_dir, args.split, not args.quiet)
     spec = model.input_spec
-    if name in DATASETS:
-        ds = load_dataset(name, args.split, data_dir=data_dir, progress=not args.quiet)
+    if args.report:
+        # the report evaluates the same split: take its figures instead of a second pass
+        ev = build_report(model.path or args.checkpoint, dataset=ds, split=args.split,
+                          device=device, batch_size=args.batch_size, progress=not args.quiet)
+        report = {k: ev[k] for k in ("accuracy", "macro", "weighted", "per_class",
+                                     "confusion_matrix", "samples")}
+        report["loss"] = ev["log_loss"]
+        timing = {k: ev["efficiency"][k] for k in (
+            "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "throughput_images_per_s",
+            "throughput_batch_size")}
+        elapsed = None
     else:
-        root = Path(name)
-        if (root / args.split).is_dir():
-            root = root / args.split
-        ds = load_image_folder(root, channels=spec.channels, size=(spec.height, spec.width),
-                               progress=not args.quiet)
-    if tuple(ds.images.shape[1:]) != spec.shape:
-        raise DataError(f"{name} {args.split} images have shape {tuple(ds.images.shape[1:])} but "
-                        f"the model expects {spec.shape}")
-    if ds.classes != model.classes:
-        raise DataError(f"{name} has classes {ds.classes} but the model was trained on "
-                        f"{model.classes}")
-    t0 = time.perf_counter()
-    logits = predict_logits(model.classifier, ds.images, spec.mean, spec.std,
-                            batch_size=args.batch_size, device=device)
-    elapsed = time.perf_counter() - t0
-    report = classification_report(ds.targets, logits.argmax(1), model.classes)
-    report["loss"] = F.cross_entropy(logits, ds.targets).item()
-    timing = measure_inference(model.classifier, spec.shape, device=device, latency_runs=100,
-                               batch_size=min(1000, max(1, len(ds))), throughput_runs=3)
-    timing["dataset_pass_s"] = round(elapsed, 3)
+        t0 = time.perf_counter()
+        logits = predict_logits(model.classifier, ds.images, spec.mean, spec.std,
+                                batch_size=args.batch_size, device=device)
+        elapsed = time.perf_counter() - t0
+        report = classification_report(ds.targets, logits.argmax(1), model.classes)
+        report["loss"] = F.cross_entropy(logits, ds.targets).item()
+        timing = measure_inference(model.classifier, spec.shape, device=device,
+                                   latency_runs=100, batch_size=min(1000, max(1, len(ds))),
+                                   throughput_runs=3)
+        timing["dataset_pass_s"] = round(elapsed, 3)
     result = {"checkpoint": model.path, "dataset": name, "split": args.split, **report,
               "timing": timing}
     if args.report:
-        from cnnlab.evaluate.report import build_report
-
-        files = build_report(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
-                             split=args.split, device=args.device, batch_size=args.batch_size,
-                             progress=not args.quiet)["files"]
-        result["report"] = files["html"]
+        result["report"] = ev["files"]["html"]
     if args.json:
         print_json(result)
         return 0
@@ -98,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
                 ["", *model.classes]))
     print(f"\ninference: batch 1 p50 {timing['latency_ms_p50']:.3f} ms "
           f"(p95 {timing['latency_ms_p95']:.3f}), batch {timing['throughput_batch_size']} "
-          f"{timing['throughput_images_per_s']:,.0f} img/s; whole split {elapsed:.2f} s")
+          f"{timing['throughput_images_per_s']:,.0f} img/s"
+          + (f"; whole split {elapsed:.2f} s" if elapsed is not None else ""))
     if result.get("report"):
         print(f"report: {result['report']}")
     return 0
