@@ -35,3 +35,55 @@ def test_invalid_options(kwargs, message) -> None:
         return
     with pytest.raises(ConfigError, match=message):
         create_model("convnet", **kwargs)
+
+
+def test_default_keeps_the_fast_recipe_layout() -> None:
+    """The checkpoint keys of the default model are those of the fast recipe's convnet."""
+    keys = set(create_model("convnet").state_dict())
+    assert {"features.0.conv.weight", "features.0.bn.running_mean", "features.2.conv.weight",
+            "fc.weight"} <= keys
+    assert not any("shortcut" in k for k in keys)
+
+
+@pytest.mark.parametrize(("depth", "per_stage"), [(4, (1, 1, 1)), (5, (1, 1, 2)),
+                                                  (10, (3, 3, 3)), (15, (4, 5, 5))])
+def test_depth_counts_weighted_layers(depth: int, per_stage: tuple[int, ...]) -> None:
+    from cnnlab.models.convnet import convs_for_depth
+
+    assert convs_for_depth(depth, 3) == per_stage
+    model = create_model("convnet", depth=depth, kernel_size=5)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) + 1 == depth and all(c.kernel_size == (5, 5) for c in convs)
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_width_residual_and_batch_norm() -> None:
+    model = create_model("convnet", width=8, depth=6, residual=True, batch_norm=False)
+    assert model.config.widths == (8, 16, 32)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    blocks = list(model.features)
+    assert blocks[0].shortcut is None  # the stem has no skip
+    # a 1x1 projection where the width changes, the identity elsewhere
+    assert isinstance(blocks[1].shortcut, torch.nn.Conv2d)
+    assert isinstance(blocks[2].shortcut, torch.nn.Identity)
+    assert all(b.conv.bias is not None for b in blocks)
+    x = torch.randn(2, 1, 28, 28)
+    assert model(x).shape == (2, 10)
+    # the skip is really added: zeroing the conv leaves pool(ReLU(x)) for an identity block
+    block = blocks[2]  # stage 2's second conv, the stage's last: it pools
+    with torch.no_grad():
+        block.conv.weight.zero_()
+        block.conv.bias.zero_()
+    h = torch.randn(1, 16, 14, 14)
+    assert torch.equal(block(h), torch.nn.functional.max_pool2d(torch.relu(h), 2))
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"depth": 3}, "'depth' parameter of a 3-stage convnet must be an int >= 4"),
+    ({"width": 0}, "'width' parameter of model 'convnet' must be an int >= 1"),
+    ({"width": 8, "widths": (8, 16)}, "got both 'width' and 'widths'"),
+    ({"residual": "yes"}, "'residual' parameter of model 'convnet' must be true or false"),
+])
+def test_invalid_search_knobs(kwargs, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        create_model("convnet", **kwargs)

@@ -11,11 +11,17 @@ additions, and a flatten head that keeps the spatial layout the last conv learne
 With Adam, one-cycle and label smoothing it passes 99 % on MNIST in one epoch, at about three
 times the paper CNN's training throughput (benchmarks/bench_recipes.py). The flatten size is
 derived from ``input_size``, so the model is ``fixed_size``.
+
+It is also the family the search spaces of ``cnnlab tune`` work on, so it exposes the knobs a
+search turns: ``depth`` (weighted layers: the convs plus the linear head, spread over the
+stages, later stages first: depth 5 -> 1/1/2 convs, 10 -> 3/3/3, 15 -> 4/5/5), ``width``
+(channels of the first stage, doubled per stage), ``kernel_size``, ``residual`` (a skip
+connection around every conv after the stem; a 1x1 projection where the width changes),
+``batch_norm`` and ``dropout``.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +35,7 @@ from cnnlab.models.base import (
     build_config,
     check_dropout,
     check_kernel_size,
+    check_positive_int,
     check_widths,
     default_input_spec,
     init_weights,
@@ -36,26 +43,65 @@ from cnnlab.models.base import (
     register_model,
 )
 
-__all__ = ["ConvNet", "ConvNetConfig"]
+__all__ = ["ConvBlock", "ConvNet", "ConvNetConfig", "convs_for_depth"]
 
 
 @dataclass(frozen=True)
 class ConvNetConfig:
     """Hyperparameters of :class:`ConvNet`; the defaults are the ``convnet`` model."""
 
-    widths: tuple[int, ...] = (16, 32, 64)  # channels of the stem and each following conv
-    pools: tuple[bool, ...] = (True, True, False)  # a 2x2 max pool after each conv
+    widths: tuple[int, ...] = (16, 32, 64)  # channels of each stage
+    pools: tuple[bool, ...] = (True, True, False)  # a 2x2 max pool after each stage
     kernel_size: int = 3  # odd; every conv, "same" padding
     dropout: float = 0.0  # before the linear head
+    depth: int | None = None  # convs + 1 (the head); None = one conv per stage
+    width: int | None = None  # instead of widths: width, 2 * width, 4 * width, ...
+    residual: bool = False  # skip connections around every conv after the stem
+    batch_norm: bool = True  # BN after every conv (without it the convs get a bias)
 
 
-def _conv_bn_relu(in_channels: int, out_channels: int, k: int) -> list[tuple[str, nn.Module]]:
-    return [("conv", nn.Conv2d(in_channels, out_channels, k, padding=k // 2, bias=False)),
-            ("bn", nn.BatchNorm2d(out_channels)), ("act", nn.ReLU())]
+class ConvBlock(nn.Module):
+    """conv kxk -> BN -> (+ shortcut) -> ReLU -> optional 2x2 max pool."""
+
+    def __init__(self, in_channels: int, out_channels: int, k: int, *, batch_norm: bool,
+                 residual: bool, pool: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, k, padding=k // 2, bias=not batch_norm)
+        self.bn = nn.BatchNorm2d(out_channels) if batch_norm else nn.Identity()
+        self.shortcut: nn.Module | None = None
+        if residual:
+            self.shortcut = (nn.Identity() if in_channels == out_channels
+                             else nn.Conv2d(in_channels, out_channels, 1, bias=False))
+        self.act = nn.ReLU()
+        self.pool = nn.MaxPool2d(2) if pool else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(self.conv(x))
+        if self.shortcut is not None:
+            y = y + self.shortcut(x)
+        y = self.act(y)
+        return self.pool(y) if self.pool is not None else y
+
+
+def convs_for_depth(depth: int, stages: int) -> tuple[int, ...]:
+    """Convs per stage for ``depth = sum(convs) + 1``, extra convs on the later stages.
+
+    Raises:
+        ConfigError: ``depth`` too small to give every stage one conv.
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < stages + 1:
+        raise ConfigError(
+            f"The 'depth' parameter of a {stages}-stage convnet must be an int >= {stages + 1} "
+            f"(depth = number of convs + 1 for the head, at least one conv per stage). "
+            f"Got {depth!r} instead."
+        )
+    convs = depth - 1
+    base, extra = divmod(convs, stages)
+    return tuple(base + (1 if i >= stages - extra else 0) for i in range(stages))
 
 
 class ConvNet(Classifier):
-    """``len(widths)`` conv-BN-ReLU layers with optional pooling, flatten, dropout, linear.
+    """Conv-BN-ReLU stages with optional pooling and skips, then flatten, dropout, linear.
 
     ``forward_features`` returns the flattened last feature map ``(N, C * H * W)``.
     """
@@ -65,15 +111,21 @@ class ConvNet(Classifier):
     def __init__(self, input_spec: InputSpec, num_classes: int, config: ConvNetConfig) -> None:
         super().__init__(input_spec, num_classes)
         self.config = config
+        stages = len(config.widths)
+        per_stage = (convs_for_depth(config.depth, stages) if config.depth is not None
+                     else (1,) * stages)
         layers: list[nn.Module] = []
         in_channels, h, w = input_spec.channels, input_spec.height, input_spec.width
-        for width, pool in zip(config.widths, config.pools, strict=True):
-            block = OrderedDict(_conv_bn_relu(in_channels, width, config.kernel_size))
+        for width, pool, n in zip(config.widths, config.pools, per_stage, strict=True):
+            for i in range(n):
+                last = i == n - 1
+                layers.append(ConvBlock(in_channels, width, config.kernel_size,
+                                        batch_norm=config.batch_norm,
+                                        residual=config.residual and bool(layers),
+                                        pool=pool and last))
+                in_channels = width
             if pool:
-                block["pool"] = nn.MaxPool2d(2)
                 h, w = h // 2, w // 2
-            layers.append(nn.Sequential(block))
-            in_channels = width
         if h < 1 or w < 1:
             raise ConfigError(
                 f"model 'convnet' pools {sum(config.pools)} times, too often for "
@@ -107,7 +159,16 @@ def _create(name: str, in_channels: int, num_classes: int, input_size: tuple[int
         ConfigError: unknown or invalid options.
     """
     config = build_config(name, defaults, overrides)
-    widths = check_widths(name, "widths", config.widths)
+    if config.width is not None:
+        if "widths" in overrides:
+            raise ConfigError(
+                f"model {name!r} got both 'width' and 'widths'; give one of them "
+                "(width=w means widths w, 2w, 4w, ...)"
+            )
+        base = check_positive_int(name, "width", config.width)
+        widths = tuple(base * 2**i for i in range(len(defaults.widths)))
+    else:
+        widths = check_widths(name, "widths", config.widths)
     pools = tuple(config.pools)
     if len(pools) != len(widths) or not all(isinstance(p, bool) for p in pools):
         raise ConfigError(
@@ -116,8 +177,17 @@ def _create(name: str, in_channels: int, num_classes: int, input_size: tuple[int
         )
     check_kernel_size(name, config.kernel_size)
     check_dropout(name, config.dropout)
+    if config.depth is not None:
+        convs_for_depth(config.depth, len(widths))
+    for flag in ("residual", "batch_norm"):
+        if not isinstance(getattr(config, flag), bool):
+            raise ConfigError(
+                f"The {flag!r} parameter of model {name!r} must be true or false. "
+                f"Got {getattr(config, flag)!r} instead."
+            )
     config = ConvNetConfig(widths=widths, pools=pools, kernel_size=config.kernel_size,
-                           dropout=config.dropout)
+                           dropout=config.dropout, depth=config.depth, width=config.width,
+                           residual=config.residual, batch_norm=config.batch_norm)
     return ConvNet(default_input_spec(in_channels, input_size), num_classes, config)
 
 
@@ -125,5 +195,6 @@ def _create(name: str, in_channels: int, num_classes: int, input_size: tuple[int
                 cheap=True)
 def convnet(in_channels: int, num_classes: int, input_size: tuple[int, int],
             **kwargs: Any) -> ConvNet:
-    """The fast recipe's model (about 55 k parameters at 28x28)."""
+    """The fast recipe's model (about 55 k parameters at 28x28); kwargs are
+    :class:`ConvNetConfig` fields (``depth``, ``width``, ``kernel_size``, ``residual``, ...)."""
     return _create("convnet", in_channels, num_classes, input_size, ConvNetConfig(), kwargs)
