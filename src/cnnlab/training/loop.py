@@ -14,6 +14,7 @@ import math
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,14 @@ def model_record(cfg: Config, data: PreparedData) -> dict[str, Any]:
                        "input_size": list(data.size), **cfg.model.kwargs}}
 
 
+def checkpoint_payload(weights: nn.Module, cfg: Config, data: PreparedData,
+                       input_spec: InputSpec, metrics: dict[str, Any]) -> dict[str, Any]:
+    """What ``model.pt`` holds: everything :func:`cnnlab.load` needs to rebuild the model."""
+    return {"model": model_record(cfg, data), "state_dict": _cpu_state(weights),
+            "classes": data.classes, "input_spec": input_spec.to_dict(),
+            "preprocessing": data.preprocessing, "config": cfg.to_dict(), "metrics": metrics}
+
+
 def _env_record(device: torch.device) -> dict[str, Any]:
     from cnnlab.training.checkpoint import library_versions
 
@@ -113,6 +122,7 @@ def fit(
     overwrite: bool = False,
     progress: bool = True,
     data: PreparedData | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> FitResult:
     """Train ``config`` and return the best model with its history and metrics.
 
@@ -121,6 +131,8 @@ def fit(
     ``out_dir`` from its ``last.pt``; ``config=None`` then means the run's saved config (the CLI
     passes the saved config with the user's overrides, e.g. more epochs, applied on top).
     A directory that already holds a run is only replaced with ``overwrite=True``.
+    ``on_epoch`` is called with each epoch's history row once the epoch is saved; an exception
+    it raises (a search pruning the trial, say) ends training and propagates.
 
     Raises:
         ConfigError: invalid settings, or ``resume`` without a resumable run.
@@ -226,9 +238,7 @@ def fit(
         atomic_write_bytes(out / "env.json", lambda f: f.write(env_text.encode()))
 
     def payload(weights: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
-        return {"model": record, "state_dict": _cpu_state(weights), "classes": data.classes,
-                "input_spec": model.input_spec.to_dict(), "preprocessing": data.preprocessing,
-                "config": cfg.to_dict(), "metrics": metrics}
+        return checkpoint_payload(weights, cfg, data, model.input_spec, metrics)
 
     def eval_model() -> nn.Module:
         return ema.module if ema is not None else model
@@ -328,6 +338,8 @@ def fit(
                                               "train_state": train_state})
         if improved and out is None:
             best_state = _cpu_state(eval_model())
+        if on_epoch is not None:
+            on_epoch(row)
         if stop:
             stopped_early = True
             log.info("early stopping: no validation gain for %d epochs", bad_epochs)
