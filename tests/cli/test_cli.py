@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from cli_helpers import error_line as _error_line
 from cnnlab.cli.main import main
 from synth import write_image_folder
 
@@ -36,13 +37,6 @@ def run_dir(folder, tmp_path_factory):
     return out
 
 
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1, err  # (info lines such as "device auto: ..." may come before)
-    assert err.rstrip().endswith(errors[0])
-    return errors[0]
 
 
 def test_train_json_and_run_directory(folder, tmp_path, capsys):

@@ -5,6 +5,7 @@ import json
 import pytest
 
 import cnnlab.cli.main as cli_main
+from cli_helpers import error_line as _error_line
 from cnnlab.cli.main import main
 from synth import write_image_folder
 
@@ -31,12 +32,6 @@ def _cv_args(folder, out, *extra):
             "--out", str(out), *extra]
 
 
-def _error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert lines[-1].startswith("error: "), err
-    return lines[-1]
 
 
 def test_cv_then_runs(folder, tmp_path, capsys):

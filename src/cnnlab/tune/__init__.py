@@ -1,4 +1,4 @@
-"""Model selection on top of the training loop: k-fold cross-validation."""
+"""Model selection on top of the training loop: k-fold cross-validation and search."""
 
 from cnnlab.tune.cv import cross_validate
 

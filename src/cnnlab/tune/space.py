@@ -1,0 +1,322 @@
+"""Search spaces for ``cnnlab tune``: TOML files with dotted keys into the training config.
+
+A space file::
+
+    # what the search optimises: val_accuracy (maximised), and optionally a second
+    # objective for a multi-objective (Pareto) search: latency_ms or params (minimised)
+    objectives = ["val_accuracy"]
+
+    [base]                       # settings every trial shares, laid out as a config file
+    data.limit = 5000
+
+    [params]                     # what the search varies
+    train.batch_size = [32, 64, 128]                       # a choice
+    optim.lr = { values = [0.001, 0.01, 0.1], low = 1e-4, high = 0.1, log = true }
+    model.depth = { low = 5, high = 15 }                   # an int range (ints in, ints out)
+    model.dropout = { low = 0.0, high = 0.5 }              # a float range
+
+A list is a choice for every sampler. A table with ``low`` and ``high`` is a range for the
+random and TPE samplers (``log = true`` samples on a log scale, ``step`` sets a grid of the
+range); the grid sampler needs ``values``, the points it visits. A table may carry both: the
+grid visits ``values`` and the other samplers search the range around them.
+
+Built-in spaces (:data:`SPACES`): ``table3``, the paper's Table III, and ``nas``, an
+architecture search over the ``convnet`` family.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnnlab.errors import ConfigError
+
+__all__ = ["OBJECTIVES", "SPACES", "Param", "SearchSpace", "load_space", "nest"]
+
+# objective name -> (direction, description)
+OBJECTIVES: dict[str, tuple[str, str]] = {
+    "val_accuracy": ("maximize", "validation accuracy of the trial's best epoch"),
+    "latency_ms": ("minimize", "batch-1 inference latency, median of 100 runs, ms"),
+    "params": ("minimize", "number of parameters"),
+}
+
+Scalar = bool | int | float | str
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched setting: a choice (``values`` only) or a range (``low``/``high``)."""
+
+    key: str
+    values: tuple[Scalar, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+
+    @property
+    def is_range(self) -> bool:
+        return self.low is not None
+
+    @property
+    def is_int(self) -> bool:
+        return (self.is_range and isinstance(self.low, int) and isinstance(self.high, int)
+                and (self.step is None or isinstance(self.step, int)))
+
+    def describe(self) -> str:
+        parts = []
+        if self.values is not None:
+            parts.append("{" + ", ".join(map(str, self.values)) + "}")
+        if self.is_range:
+            kind = "int" if self.is_int else "float"
+            extra = (", log" if self.log else "") + (f", step {self.step}" if self.step else "")
+            parts.append(f"{kind} [{self.low}, {self.high}{extra}]")
+        return " or ".join(parts)
+
+    def extremes(self) -> list[Scalar]:
+        """The values whose validity implies the whole parameter's: every choice, both bounds."""
+        out: list[Scalar] = list(self.values or ())
+        if self.is_range:
+            out += [self.low, self.high]  # type: ignore[list-item]
+        return out
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    params: tuple[Param, ...]
+    base: dict[str, Any] = field(default_factory=dict)
+    objectives: tuple[str, ...] = ("val_accuracy",)
+    description: str = ""
+
+    @property
+    def keys(self) -> list[str]:
+        return [p.key for p in self.params]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    def grid(self) -> list[dict[str, Scalar]]:
+        """Every point of the grid, in a fixed order.
+
+        Raises:
+            ConfigError: a parameter without ``values`` (a range only).
+        """
+        missing = [p.key for p in self.params if p.values is None]
+        if missing:
+            raise ConfigError(
+                f"search space {self.name!r}: the grid sampler needs the points to visit, but "
+                f"{', '.join(missing)} only has a range; add values = [...] to it, or use "
+                "--sampler random or tpe"
+            )
+        keys = self.keys
+        return [dict(zip(keys, combo, strict=True))
+                for combo in itertools.product(*(p.values for p in self.params))]  # type: ignore[misc]
+
+    def with_objectives(self, objectives: tuple[str, ...]) -> SearchSpace:
+        return SearchSpace(self.name, self.params, self.base, _check_objectives(
+            self.name, list(objectives)), self.description)
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"optim.lr": 0.01}`` -> ``{"optim": {"lr": 0.01}}``, a config layer."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+_RANGE_KEYS = {"values", "low", "high", "step", "log"}
+
+
+def _is_param_table(d: dict[str, Any]) -> bool:
+    return bool(d) and set(d) <= _RANGE_KEYS and ("values" in d or "low" in d or "high" in d)
+
+
+def _flatten_params(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and not _is_param_table(v):
+            out.update(_flatten_params(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _param(space: str, key: str, spec: Any) -> Param:
+    where = f"search space {space!r}, parameter {key!r}"
+    if "." not in key:
+        raise ConfigError(
+            f"{where}: keys are dotted paths into the training config, such as optim.lr or "
+            "model.depth; got a bare name"
+        )
+    if isinstance(spec, list):
+        spec = {"values": spec}
+    if not isinstance(spec, dict):
+        raise ConfigError(
+            f"{where}: expected a list of choices or a table with low/high (and optionally "
+            f"values, step, log); got {spec!r}"
+        )
+    values = spec.get("values")
+    if values is not None:
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}: 'values' must be a non-empty list; got {values!r}")
+        if any(isinstance(v, list | dict) for v in values):
+            raise ConfigError(f"{where}: choices must be numbers, strings or booleans; "
+                              f"got {values!r}")
+        if len(set(map(repr, values))) != len(values):
+            raise ConfigError(f"{where}: the choices {values!r} repeat a value")
+        values = tuple(values)
+    low, high, step, log = spec.get("low"), spec.get("high"), spec.get("step"), spec.get("log",
+                                                                                         False)
+    if (low is None) != (high is None):
+        raise ConfigError(f"{where}: a range needs both 'low' and 'high'; got {spec!r}")
+    if low is not None:
+        if not (_number(low) and _number(high)):
+            raise ConfigError(f"{where}: 'low' and 'high' must be numbers; got {low!r}, {high!r}")
+        if not low < high:
+            raise ConfigError(f"{where}: 'low' must be below 'high'; got low={low}, high={high}")
+        if not isinstance(log, bool):
+            raise ConfigError(f"{where}: 'log' must be true or false; got {log!r}")
+        if log and low <= 0:
+            raise ConfigError(f"{where}: a log-scale range needs low > 0; got low={low}")
+        if step is not None and (not _number(step) or step <= 0):
+            raise ConfigError(f"{where}: 'step' must be a positive number; got {step!r}")
+        if step is not None and log:
+            raise ConfigError(f"{where}: give 'step' or 'log = true', not both")
+        if not all(map(math.isfinite, (low, high))):
+            raise ConfigError(f"{where}: the bounds must be finite; got {low}, {high}")
+    elif step is not None or spec.get("log") is not None:
+        raise ConfigError(f"{where}: 'step' and 'log' belong to a range (low, high)")
+    if values is not None and low is not None and not all(
+            _number(v) and low <= v <= high for v in values):
+        raise ConfigError(f"{where}: the values {list(values)} must be numbers inside the range "
+                          f"[{low}, {high}]")
+    if values is None and low is None:
+        raise ConfigError(f"{where}: give a list of choices or a range with low and high")
+    return Param(key=key, values=values, low=low, high=high, step=step, log=log)
+
+
+def _check_objectives(space: str, objectives: Any) -> tuple[str, ...]:
+    if (not isinstance(objectives, list) or not objectives
+            or any(not isinstance(o, str) for o in objectives)):
+        raise ConfigError(
+            f"search space {space!r}: 'objectives' must be a list of names such as "
+            f"[\"val_accuracy\"]; got {objectives!r}"
+        )
+    for o in objectives:
+        if o not in OBJECTIVES:
+            raise ConfigError(
+                f"search space {space!r}: unknown objective {o!r}; known: "
+                + ", ".join(f"{k} ({v[0]})" for k, v in OBJECTIVES.items())
+            )
+    if objectives[0] != "val_accuracy" or len(objectives) > 2 or len(set(objectives)) != \
+            len(objectives):
+        raise ConfigError(
+            f"search space {space!r}: objectives must be [\"val_accuracy\"] or "
+            f"[\"val_accuracy\", \"latency_ms\" or \"params\"]; got {objectives!r}"
+        )
+    return tuple(objectives)
+
+
+def space_from_dict(name: str, data: dict[str, Any], description: str = "") -> SearchSpace:
+    """Build and check a space from a parsed TOML document.
+
+    Raises:
+        ConfigError: unknown top-level keys, empty choices, bad ranges, unknown objectives.
+    """
+    unknown = set(data) - {"params", "base", "objectives", "description"}
+    if unknown:
+        raise ConfigError(
+            f"search space {name!r}: unknown top-level key(s) {', '.join(sorted(unknown))}; "
+            "a space has [params], and optionally [base], objectives and description"
+        )
+    raw = data.get("params")
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(
+            f"search space {name!r} has no [params] table; add one, e.g.\n"
+            "  [params]\n  optim.lr = [0.001, 0.01]"
+        )
+    params = tuple(_param(name, k, v) for k, v in _flatten_params(raw).items())
+    base = data.get("base", {})
+    if not isinstance(base, dict):
+        raise ConfigError(f"search space {name!r}: [base] must be a table of settings")
+    objectives = _check_objectives(name, data.get("objectives", ["val_accuracy"]))
+    return SearchSpace(name=name, params=params, base=base, objectives=objectives,
+                       description=str(data.get("description", description)))
+
+
+# --- built-in spaces --------------------------------------------------------------------------
+
+SPACES: dict[str, dict[str, Any]] = {
+    # The paper's Table III: 3^5 = 243 grid points. The ranges around the grid points are what
+    # random and TPE search explore. Trials train on a stratified 5,000-image subset and
+    # validate on 2,000 held-out images (--set data.limit=0 for all of them).
+    "table3": {
+        "description": "the paper's Table III: learning rate, batch size, epochs, number of "
+                       "layers, filter size (243 grid points)",
+        "base": {"data": {"limit": 5000, "val_fraction": 2000 / 60000},
+                 "train": {"amp": "on", "channels_last": "on"}},
+        "params": {
+            "optim.lr": {"values": [0.001, 0.01, 0.1], "low": 1e-4, "high": 0.1, "log": True},
+            "train.batch_size": [32, 64, 128],
+            "train.epochs": {"values": [10, 20, 30], "low": 10, "high": 30},
+            "model.depth": {"values": [5, 10, 15], "low": 5, "high": 15},
+            "model.kernel_size": [3, 5, 7],
+        },
+    },
+    # Architecture search over the convnet family, accuracy against batch-1 latency.
+    "nas": {
+        "description": "architecture search over convnet: depth, width, kernel size, residual "
+                       "connections, batch norm, dropout; accuracy against batch-1 latency",
+        "objectives": ["val_accuracy", "latency_ms"],
+        "base": {"data": {"limit": 5000, "val_fraction": 2000 / 60000},
+                 "optim": {"optimizer": "adam", "lr": 3e-3, "scheduler": "onecycle"},
+                 "train": {"epochs": 3, "amp": "on", "channels_last": "on"}},
+        "params": {
+            "model.depth": {"values": [4, 6, 8, 12], "low": 4, "high": 12},
+            "model.width": [4, 8, 16, 32],
+            "model.kernel_size": [3, 5, 7],
+            "model.residual": [False, True],
+            "model.batch_norm": [False, True],
+            "model.dropout": {"values": [0.0, 0.25, 0.5], "low": 0.0, "high": 0.5},
+        },
+    },
+}
+
+
+def load_space(name_or_path: str) -> SearchSpace:
+    """A built-in space by name, or a TOML file.
+
+    Raises:
+        ConfigError: unknown name, unreadable file, or an invalid space.
+    """
+    if name_or_path in SPACES:
+        spec = SPACES[name_or_path]
+        return space_from_dict(name_or_path, spec)
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise ConfigError(
+            f"--space {name_or_path!r} is neither a built-in space ({', '.join(SPACES)}) nor a "
+            "TOML file; see `cnnlab tune -h` for the file format"
+        )
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot read search space {path}: {e}") from e
+    return space_from_dict(path.stem, data)

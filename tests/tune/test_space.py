@@ -1,0 +1,128 @@
+"""Search spaces: the built-in ones, the TOML format, and the errors for invalid spaces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cnnlab.config import resolve_config
+from cnnlab.errors import ConfigError
+from cnnlab.tune.search import check_space, grid_order, trial_config
+from cnnlab.tune.space import SPACES, load_space, nest, space_from_dict
+
+
+def test_table3_is_the_papers_grid() -> None:
+    space = load_space("table3")
+    values = {p.key: p.values for p in space.params}
+    assert values == {
+        "optim.lr": (0.001, 0.01, 0.1),
+        "train.batch_size": (32, 64, 128),
+        "train.epochs": (10, 20, 30),
+        "model.depth": (5, 10, 15),
+        "model.kernel_size": (3, 5, 7),
+    }
+    grid = space.grid()
+    assert len(grid) == 243
+    assert len({tuple(sorted(p.items())) for p in grid}) == 243
+    assert space.objectives == ("val_accuracy",)
+    # the grid order is a seeded shuffle of the same points
+    order = grid_order(space, seed=0)
+    assert order == grid_order(space, seed=0) and order != grid
+    assert sorted(map(str, order)) == sorted(map(str, grid))
+
+
+def test_builtin_spaces_are_valid_for_convnet() -> None:
+    for name in SPACES:
+        space = load_space(name)
+        base = resolve_config({"model": {"name": "convnet"}}, space.base)
+        check_space(space, base)  # every choice and bound builds and validates
+    nas = load_space("nas")
+    assert nas.objectives == ("val_accuracy", "latency_ms") and nas.multi_objective
+    assert {p.key for p in nas.params} >= {"model.depth", "model.width", "model.kernel_size",
+                                          "model.residual", "model.batch_norm", "model.dropout"}
+
+
+def test_table3_depths_build_convnets_of_that_many_layers() -> None:
+    from torch import nn
+
+    space = load_space("table3")
+    base = resolve_config({"model": {"name": "convnet"}}, space.base)
+    for depth in (5, 10, 15):
+        cfg = trial_config(base, {"model.depth": depth, "model.kernel_size": 7})
+        from cnnlab.models import create_model
+
+        model = create_model("convnet", **cfg.model.kwargs)
+        weighted = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+        assert len(weighted) == depth
+        assert all(m.kernel_size == (7, 7) for m in weighted if isinstance(m, nn.Conv2d))
+
+
+def test_toml_file(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text(
+        'objectives = ["val_accuracy", "params"]\n'
+        "[base]\ndata.limit = 100\n"
+        "[params]\n"
+        "train.batch_size = [16, 32]\n"
+        "optim.lr = { low = 1e-4, high = 1e-1, log = true }\n"
+        "model.depth = { values = [4, 6], low = 4, high = 8 }\n"
+        "model.dropout = { low = 0.0, high = 0.5, step = 0.1 }\n"
+    )
+    space = load_space(str(path))
+    assert space.name == "mine" and space.objectives == ("val_accuracy", "params")
+    assert space.base == {"data": {"limit": 100}}
+    p = {q.key: q for q in space.params}
+    assert p["train.batch_size"].values == (16, 32) and not p["train.batch_size"].is_range
+    assert p["optim.lr"].log and not p["optim.lr"].is_int
+    assert p["model.depth"].is_int and p["model.depth"].values == (4, 6)
+    assert p["model.dropout"].step == 0.1 and not p["model.dropout"].is_int
+    with pytest.raises(ConfigError, match=r"grid sampler needs the points.*optim\.lr"):
+        space.grid()
+    assert nest({"optim.lr": 0.1, "model.depth": 4}) == {"optim": {"lr": 0.1},
+                                                         "model": {"depth": 4}}
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"optim.lr": []}, "'values' must be a non-empty list"),
+    ({"optim.lr": {"values": []}}, "'values' must be a non-empty list"),
+    ({"optim.lr": {"low": 0.1, "high": 0.01}}, "'low' must be below 'high'"),
+    ({"optim.lr": {"low": 0.0, "high": 0.1, "log": True}}, "log-scale range needs low > 0"),
+    ({"optim.lr": {"low": 0.001}}, "needs both 'low' and 'high'"),
+    ({"optim.lr": {"values": [0.5], "low": 0.001, "high": 0.1}}, "inside the range"),
+    ({"optim.lr": [0.1, 0.1]}, "repeat a value"),
+    ({"optim.lr": "0.1"}, "expected a list of choices"),
+    ({"lr": [0.1]}, "dotted paths"),
+    ({"model.depth": {"low": 4, "high": 8, "step": -1}}, "'step' must be a positive number"),
+])
+def test_invalid_params(params: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        space_from_dict("bad", {"params": params})
+
+
+def test_invalid_space_documents() -> None:
+    with pytest.raises(ConfigError, match=r"has no \[params\] table"):
+        space_from_dict("bad", {"base": {}})
+    with pytest.raises(ConfigError, match="unknown top-level key"):
+        space_from_dict("bad", {"params": {"optim.lr": [0.1]}, "parms": {}})
+    with pytest.raises(ConfigError, match="unknown objective 'accuracy'"):
+        space_from_dict("bad", {"params": {"optim.lr": [0.1]}, "objectives": ["accuracy"]})
+    with pytest.raises(ConfigError, match="objectives must be"):
+        space_from_dict("bad", {"params": {"optim.lr": [0.1]}, "objectives": ["params"]})
+    with pytest.raises(ConfigError, match="neither a built-in space"):
+        load_space("no-such-space")
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"optim.lrr": [0.1]}, "optim.lrr.*did you mean 'optim.lr'"),
+    ({"optim.lr": {"low": -0.1, "high": 0.1}}, "optim.lr = -0.1.*must be a positive number"),
+    ({"train.batch_size": [0, 32]}, "train.batch_size = 0.*must be an integer >= 1"),
+    ({"model.dept": [4]}, "model.dept.*did you mean 'depth'"),
+    ({"model.depth": [2, 5]}, "model.depth = 2.*int >= 4"),
+    ({"model.kernel_size": [3, 4]}, "model.kernel_size = 4.*odd"),
+])
+def test_check_space_names_the_bad_setting(params: dict, message: str) -> None:
+    space = space_from_dict("bad", {"params": params})
+    base = resolve_config({"model": {"name": "convnet"}})
+    with pytest.raises(ConfigError, match=message):
+        check_space(space, base)
