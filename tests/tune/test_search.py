@@ -220,3 +220,14 @@ def test_a_study_killed_mid_trial_resumes(folder: Path, tmp_path: Path) -> None:
     summary = json.loads(done.stdout)
     assert summary["states"] == {"fail": 1, "complete": 2}
     assert summary["finished"] == 2 and "test_note" in summary["best"]  # no test/ folder
+
+
+@pytest.mark.parametrize("pruner", ["hyperband", "median"])
+def test_other_pruners_run(folder: Path, tmp_path: Path, pruner: str) -> None:
+    settings = _settings(folder, tmp_path / pruner, {"optim.lr": [0.003, 0.01]}, pruner=pruner,
+                         train={"epochs": 3})
+    study = run_study(settings)
+    assert type(study.pruner).__name__.lower().startswith(pruner)
+    trials = study.get_trials()
+    assert len(trials) == 2 and all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+    assert all(len(t.intermediate_values) == t.user_attrs["epochs_run"] for t in trials)
