@@ -19,10 +19,12 @@ def test_public_names() -> None:
 
 
 def test_registered_models() -> None:
-    assert list_models() == ["alexnet", "convnet", "lenet5", "paper-cnn", "resnet"]
+    assert list_models() == [
+        "alexnet", "convnet", "lenet5", "paper-cnn", "resnet", "vgg11", "vgg16",
+    ]
     assert list_models(include_tiny=True) == [
         "alexnet", "alexnet-tiny", "convnet", "lenet5", "paper-cnn", "paper-cnn-tiny", "resnet",
-        "resnet-tiny",
+        "resnet-tiny", "vgg-tiny", "vgg11", "vgg16",
     ]
     for entry in MODELS:
         assert entry.description, entry.name

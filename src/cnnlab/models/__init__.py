@@ -1,6 +1,13 @@
 """Model families, all registered in :data:`MODELS` and built with :func:`create_model`."""
 
-from cnnlab.models import alexnet, convnet, lenet, paper_cnn, resnet  # noqa: F401  (registers them)
+from cnnlab.models import (  # noqa: F401  (registers them)
+    alexnet,
+    convnet,
+    lenet,
+    paper_cnn,
+    resnet,
+    vgg,
+)
 from cnnlab.models.base import (
     MODELS,
     Classifier,

@@ -40,19 +40,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
-from cnnlab.errors import ConfigError
 from cnnlab.models.base import (
-    Classifier,
     InputSpec,
+    TorchvisionLayoutClassifier,
     build_config,
-    check_dropout,
-    check_positive_int,
+    check_layout_options,
     default_input_spec,
     init_weights,
-    new_head,
     register_model,
 )
 
@@ -73,7 +69,7 @@ class AlexNetConfig:
     small_input: bool | None = None  # None: small-input layout iff min(H, W) < 63
 
 
-class AlexNet(Classifier):
+class AlexNet(TorchvisionLayoutClassifier):
     """torchvision's AlexNet with an optional small-input layout (see the module docstring).
 
     ``forward_features`` returns the flattened 6x6 pooled maps ``(N, 256 * 6 * 6)``;
@@ -125,20 +121,6 @@ class AlexNet(Classifier):
         )
         self.apply(init_weights)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)  # (B, 256, 6, 6) at 224x224 (ImageNet) and at 28x28 (small input)
-        x = self.avgpool(x)  # (B, 256, 6, 6)
-        return torch.flatten(x, 1)  # (B, 9216)
-
-    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if pre_logits:
-            return self.classifier[:-1](features)  # (B, 4096)
-        return self.classifier(features)  # (B, num_classes)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.classifier[6] = new_head(self.classifier[6], num_classes)  # same key
-        self.num_classes = num_classes
-
 
 def _create(
     name: str, in_channels: int, num_classes: int, input_size: tuple[int, int],
@@ -150,28 +132,8 @@ def _create(
         ConfigError: unknown or invalid options, or an input too small for the layout.
     """
     config = build_config(name, defaults, overrides)
-    mult = config.width_mult
-    if isinstance(mult, bool) or not isinstance(mult, int | float) or not mult > 0:
-        raise ConfigError(
-            f"The 'width_mult' parameter of model {name!r} must be a number > 0. "
-            f"Got {mult!r} instead."
-        )
-    check_positive_int(name, "hidden", config.hidden)
-    check_dropout(name, config.dropout)
-    if config.small_input not in (None, True, False):
-        raise ConfigError(
-            f"The 'small_input' parameter of model {name!r} must be true, false or None "
-            f"(automatic). Got {config.small_input!r} instead."
-        )
-    side = min(input_size)
-    small = side < IMAGENET_MIN_SIZE if config.small_input is None else config.small_input
-    smallest = SMALL_MIN_SIZE if small else IMAGENET_MIN_SIZE
-    if side < smallest:
-        raise ConfigError(
-            f"model {name!r} in the {'small-input' if small else 'ImageNet'} layout needs "
-            f"input_size of at least {smallest}x{smallest}; got {input_size[0]}x{input_size[1]}."
-            + ("" if small else " Use small_input=True (or leave it unset) for small images.")
-        )
+    small = check_layout_options(name, config, input_size, standard_min=IMAGENET_MIN_SIZE,
+                                 small_min=SMALL_MIN_SIZE, standard='ImageNet')
     return AlexNet(default_input_spec(in_channels, input_size), num_classes, config, small)
 
 

@@ -163,6 +163,30 @@ class Classifier(nn.Module):
 C = TypeVar("C")
 
 
+class TorchvisionLayoutClassifier(Classifier):
+    """``features`` -> ``avgpool`` -> flatten -> ``classifier`` whose last module (index 6) is
+    the head, as in torchvision's AlexNet and VGG (whose keys their subclasses keep).
+
+    ``forward_features`` returns the flattened pooled map; ``forward_head(pre_logits=True)``
+    returns the input of the head (the second 4096-wide dense layer's output)."""
+
+    features: nn.Sequential
+    avgpool: nn.Module
+    classifier: nn.Sequential
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.avgpool(self.features(x)), 1)
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if pre_logits:
+            return self.classifier[:-1](features)
+        return self.classifier(features)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.classifier[6] = new_head(self.classifier[6], num_classes)  # same key
+        self.num_classes = num_classes
+
+
 def build_config(model: str, defaults: C, overrides: Mapping[str, Any]) -> C:
     """``defaults`` (a dataclass) with ``overrides`` applied; lists become tuples (from TOML).
 
@@ -259,6 +283,40 @@ def check_widths(model: str, name: str, values: object) -> tuple[int, ...]:
             f"ints >= 1. Got {values!r} instead."
         )
     return tuple(values)
+
+
+def check_layout_options(name: str, config: Any, input_size: tuple[int, int], *,
+                         standard_min: int, small_min: int, standard: str = "standard") -> bool:
+    """Check the options torchvision-layout families share (``width_mult``, ``hidden``,
+    ``dropout``, ``small_input``) and the input size; return whether to use the small-input
+    layout (automatic below ``standard_min``, or as ``config.small_input`` says).
+
+    Raises:
+        ConfigError: an invalid option, or an input too small for the layout.
+    """
+    mult = config.width_mult
+    if isinstance(mult, bool) or not isinstance(mult, int | float) or not mult > 0:
+        raise ConfigError(
+            f"The 'width_mult' parameter of model {name!r} must be a number > 0. "
+            f"Got {mult!r} instead."
+        )
+    check_positive_int(name, "hidden", config.hidden)
+    check_dropout(name, config.dropout)
+    if config.small_input not in (None, True, False):
+        raise ConfigError(
+            f"The 'small_input' parameter of model {name!r} must be true, false or None "
+            f"(automatic). Got {config.small_input!r} instead."
+        )
+    side = min(input_size)
+    small = side < standard_min if config.small_input is None else bool(config.small_input)
+    smallest = small_min if small else standard_min
+    if side < smallest:
+        raise ConfigError(
+            f"model {name!r} in the {'small-input' if small else standard} layout needs "
+            f"input_size of at least {smallest}x{smallest}; got {input_size[0]}x{input_size[1]}."
+            + ("" if small else " Use small_input=True (or leave it unset) for small images.")
+        )
+    return small
 
 
 def new_head(old: nn.Linear, num_classes: int) -> nn.Linear:
