@@ -123,6 +123,9 @@ def fit(
     progress: bool = True,
     data: PreparedData | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    model: Classifier | None = None,
+    lr_groups: Callable[[Classifier], list[tuple[list[nn.Parameter], float]]] | None = None,
+    on_epoch_start: Callable[[int, Classifier], None] | None = None,
 ) -> FitResult:
     """Train ``config`` and return the best model with its history and metrics.
 
@@ -133,6 +136,13 @@ def fit(
     A directory that already holds a run is only replaced with ``overwrite=True``.
     ``on_epoch`` is called with each epoch's history row once the epoch is saved; an exception
     it raises (a search pruning the trial, say) ends training and propagates.
+
+    Fine-tuning passes the starting ``model`` (pretrained weights, a new head) instead of
+    having one built from ``config.model``; ``lr_groups`` splits its parameters into groups
+    with learning-rate factors (discriminative learning rates; every parameter is in the
+    optimizer, frozen ones simply get no gradient); ``on_epoch_start(epoch, model)`` runs
+    after ``model.train()`` each epoch (to freeze, unfreeze, or keep a frozen backbone in eval
+    mode).
 
     Raises:
         ConfigError: invalid settings, or ``resume`` without a resumable run.
@@ -182,10 +192,15 @@ def fit(
         data = prepare_data(cfg.data, seed=t.seed, progress=progress)
     if len(data.train) < 1:
         raise ConfigError("the training split is empty; lower data.val_fraction or add images")
-    model = build_model(cfg, data).to(device)
+    if model is None:
+        model = build_model(cfg, data)
+    else:
+        _check_given_model(model, data)
+    model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, cfg.optim)
+    optimizer = make_optimizer(model, cfg.optim,
+                               groups=lr_groups(model) if lr_groups is not None else None)
     n_train = len(data.train)
     steps_per_epoch = math.ceil(n_train / t.batch_size)
     scheduler, sched_when = make_scheduler(optimizer, cfg.optim, epochs=t.epochs,
@@ -253,6 +268,8 @@ def fit(
         gen = torch.Generator(device=device).manual_seed(_epoch_seed(t.seed, epoch) + 1)
         perm = torch.randperm(n_train, device=device, generator=gen)
         model.train()
+        if on_epoch_start is not None:
+            on_epoch_start(epoch, model)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         bar = Progress(n_train, f"epoch {epoch + 1}/{t.epochs}", "img", enabled=progress)
@@ -381,6 +398,18 @@ def fit(
     return FitResult(model=final_model, config=cfg, history=history, metrics=metrics,
                      classes=data.classes, preprocessing=data.preprocessing, out_dir=out,
                      checkpoint=checkpoint)
+
+
+def _check_given_model(model: Classifier, data: PreparedData) -> None:
+    spec = model.input_spec
+    if (spec.channels, spec.height, spec.width) != (data.channels, *data.size) \
+            or model.num_classes != len(data.classes):
+        raise ConfigError(
+            f"the model takes {spec.channels}x{spec.height}x{spec.width} images and predicts "
+            f"{model.num_classes} classes, but the data is {data.channels}x{data.size[0]}x"
+            f"{data.size[1]} with {len(data.classes)} classes; adapt the model (input, head) "
+            "or the data first"
+        )
 
 
 def _as_classifier(final: nn.Module, model: Classifier) -> Classifier:

@@ -13,19 +13,38 @@ from cnnlab.config import OptimConfig
 __all__ = ["make_optimizer", "make_scheduler"]
 
 
-def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """Adam, AdamW or SGD. Weight decay skips biases and norm weights (1-D parameters)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+def make_optimizer(
+    model: nn.Module, cfg: OptimConfig,
+    groups: list[tuple[list[nn.Parameter], float]] | None = None,
+) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD. Weight decay skips biases and norm weights (1-D parameters).
+
+    ``groups`` gives (parameters, learning-rate factor) pairs, e.g. smaller rates for earlier
+    layers when fine-tuning; they must cover every parameter once, frozen ones included (they
+    get no gradient until unfrozen). Without it, every trainable parameter gets ``cfg.lr``.
+    """
+    if groups is None:
+        groups = [([p for p in model.parameters() if p.requires_grad], 1.0)]
+    else:
+        seen = {id(p) for params, _ in groups for p in params}
+        total = sum(len(params) for params, _ in groups)
+        if seen != {id(p) for p in model.parameters()} or total != len(seen):
+            raise ValueError("make_optimizer: the groups must hold every parameter exactly once")
+    param_groups = []
+    for params, factor in groups:
+        decay = [p for p in params if p.dim() > 1]
+        no_decay = [p for p in params if p.dim() <= 1]
+        param_groups += [
+            {"params": decay, "weight_decay": cfg.weight_decay, "lr": cfg.lr * factor},
+            {"params": no_decay, "weight_decay": 0.0, "lr": cfg.lr * factor}]
+
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+        return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum,
                                nesterov=cfg.nesterov and cfg.momentum > 0)
     betas = (cfg.momentum, 0.999)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas)
-    return torch.optim.Adam(groups, lr=cfg.lr, betas=betas)
+        return torch.optim.AdamW(param_groups, lr=cfg.lr, betas=betas)
+    return torch.optim.Adam(param_groups, lr=cfg.lr, betas=betas)
 
 
 def make_scheduler(
