@@ -126,10 +126,22 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _is_class_folder(root: Path, classes: list[str], split: str) -> bool:
+    """Whether ``root`` (or ``root/split``) is an image folder with exactly these classes."""
+    for d in (root / split, root):
+        if d.is_dir():
+            subdirs = {p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")}
+            if subdirs and subdirs == set(classes):
+                return True
+    return False
+
+
 def _load_split(model: Any, dataset: str | ImageDataset | None, data_dir: str | None,
                 split: str, progress: bool) -> tuple[ImageDataset, str]:
     from cnnlab.data import DATASETS, load_dataset, load_image_folder
 
+    if dataset is None and data_dir and _is_class_folder(Path(data_dir), model.classes, split):
+        dataset, data_dir = data_dir, None  # --data-dir names an image folder of these classes
     if isinstance(dataset, ImageDataset):
         ds, name = dataset, dataset.name or "dataset"
     else:
