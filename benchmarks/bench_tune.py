@@ -15,26 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from _common import machine
+
 
 def _cnnlab(*args: str) -> list[str]:
     return [sys.executable, "-c", "from cnnlab.cli.main import entry; entry()", *args]
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
@@ -87,7 +77,7 @@ def main() -> None:
             study = optuna.load_study(study_name=r["study"], storage=r["storage"])
             r["trials_to_reach_grid_best"] = trials_to_reach(study, target)
     print(json.dumps({
-        "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
         "space": "table3", "workers": args.workers, "settings": args.set, "results": results,
     }, indent=2))
 
