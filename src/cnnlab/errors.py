@@ -15,6 +15,7 @@ __all__ = [
     "DataError",
     "DatasetNotFoundError",
     "DeviceError",
+    "ExportError",
     "RegistryError",
     "ShapeError",
 ]
@@ -53,3 +54,7 @@ class CheckpointError(CnnlabError, ValueError):
 
 class DeviceError(CnnlabError, RuntimeError):
     """A requested device that is not available."""
+
+
+class ExportError(CnnlabError, RuntimeError):
+    """An exported or quantised model that cannot be made, or does not match the original."""

@@ -1,0 +1,1 @@
+"""Deployment: export to ONNX and TorchScript, quantisation, pruning, engine benchmarks."""

@@ -1,0 +1,247 @@
+"""Export to ONNX and TorchScript, with a parity check, and ONNX Runtime inference.
+
+An exported ONNX file is self-contained: the weights are embedded, the batch dimension is
+dynamic, and the metadata property ``cnnlab`` holds what predict needs (classes, input size,
+normalisation, preprocessing, the source checkpoint's model record, the opset). Every export is
+checked against PyTorch on the model's own test split (or random inputs when it has none):
+the largest absolute logit difference must be at most ``tolerance`` (1e-4) and the top-1
+classes identical, otherwise :class:`~cnnlab.errors.ExportError` is raised and no file is
+left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnlab.errors import CheckpointError, ConfigError, ExportError
+
+__all__ = ["DEFAULT_OPSET", "OnnxModel", "export_model", "export_onnx", "export_torchscript",
+           "load_onnx", "parity"]
+
+DEFAULT_OPSET = 17
+FORMATS = ("onnx", "torchscript")
+
+
+def _metadata(model: Any, opset: int | None) -> dict[str, Any]:
+    spec = model.input_spec
+    return {"classes": list(model.classes), "input_spec": spec.to_dict(),
+            "preprocessing": model.preprocessing, "model": model.config.get("model"),
+            "source": model.path, "opset": opset, "format": "cnnlab-onnx", "version": 1}
+
+
+def _write_atomic(out: Path, write: Any) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def export_onnx(model: Any, out: str | Path, *, opset: int = DEFAULT_OPSET) -> Path:
+    """Write ``model`` (a :class:`cnnlab.api.Model`) as one ONNX file with a dynamic batch.
+
+    Raises:
+        ExportError: the model cannot be traced or converted.
+    """
+    import onnx
+
+    classifier = model.classifier.eval().cpu()
+    spec = model.input_spec
+    example = torch.zeros(1, *spec.shape)
+
+    def write(tmp: Path) -> None:
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                # the TorchScript-based exporter: no onnxscript needed, and it handles every
+                # cnnlab family; its deprecation and tracer warnings are expected here
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    classifier, (example,), str(tmp), dynamo=False, opset_version=opset,
+                    input_names=["input"], output_names=["logits"],
+                    dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        except Exception as e:
+            raise ExportError(f"cannot export {type(classifier).__name__} to ONNX "
+                              f"(opset {opset}): {e}") from e
+        proto = onnx.load(str(tmp))
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = "cnnlab", json.dumps(_metadata(model, opset))
+        proto.producer_name = "cnnlab"
+        onnx.save(proto, str(tmp))
+
+    return _write_atomic(Path(out), write)
+
+
+def export_torchscript(model: Any, out: str | Path) -> Path:
+    """Write ``model`` as a traced TorchScript file with the cnnlab metadata as an extra file.
+
+    Raises:
+        ExportError: the model cannot be traced.
+    """
+    classifier = model.classifier.eval().cpu()
+    example = torch.zeros(1, *model.input_spec.shape)
+
+    def write(tmp: Path) -> None:
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                traced = torch.jit.trace(classifier, example)
+                torch.jit.save(traced, str(tmp), _extra_files={
+                    "cnnlab.json": json.dumps(_metadata(model, None))})
+        except Exception as e:
+            raise ExportError(f"cannot trace {type(classifier).__name__} to TorchScript: "
+                              f"{e}") from e
+
+    return _write_atomic(Path(out), write)
+
+
+class OnnxModel:
+    """An ONNX file run by ONNX Runtime, with the cnnlab metadata it was exported with."""
+
+    def __init__(self, path: str | Path, *, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CheckpointError(f"ONNX file {self.path} does not exist")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(
+                f"{self.path} is not a loadable ONNX model ({first}); export it again with "
+                "`cnnlab export`") from e
+        props = self.session.get_modelmeta().custom_metadata_map
+        try:
+            self.metadata: dict[str, Any] = json.loads(props["cnnlab"])
+        except (KeyError, ValueError) as e:
+            raise CheckpointError(
+                f"{self.path} has no cnnlab metadata; it was not written by `cnnlab export`"
+            ) from e
+        self.input_name = self.session.get_inputs()[0].name
+        spec = self.metadata["input_spec"]
+        self.mean = np.asarray(spec["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
+        self.std = np.asarray(spec["std"], dtype=np.float32).reshape(1, -1, 1, 1)
+        self.classes: list[str] = self.metadata["classes"]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Logits for normalised float32 input ``(N, C, H, W)``."""
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
+
+    def predict_logits(self, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+        """Logits (float32 tensor) for uint8 ``images`` (N, C, H, W), normalised as trained."""
+        out = []
+        for i in range(0, len(images), batch_size):
+            x = images[i:i + batch_size].numpy().astype(np.float32) / 255.0
+            out.append(self((x - self.mean) / self.std))
+        return torch.from_numpy(np.concatenate(out)) if out else torch.empty(0)
+
+
+def load_onnx(path: str | Path, *, threads: int = 0) -> OnnxModel:
+    """Load an ONNX file written by :func:`export_onnx`.
+
+    Raises:
+        CheckpointError: missing, corrupt, or not a cnnlab export.
+    """
+    return OnnxModel(path, threads=threads)
+
+
+def parity(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, Any]:
+    """How two sets of logits for the same images compare."""
+    diff = (reference.float() - candidate.float()).abs()
+    agree = (reference.argmax(1) == candidate.argmax(1)).float().mean().item()
+    return {"images": len(reference), "max_abs_diff": float(diff.max()) if len(diff) else 0.0,
+            "top1_agreement": agree}
+
+
+def _check_images(model: Any, data_dir: str | None, limit: int) -> tuple[torch.Tensor, Any,
+                                                                            str]:
+    """The model's own test split (uint8), its targets, and a description; random images when
+    the model's data cannot be found."""
+    from cnnlab.evaluate.report import _load_split
+
+    try:
+        ds, name = _load_split(model, None, data_dir, "test", False)
+        images, targets = ds.images, ds.targets
+        what = f"{name} test split"
+    except Exception:  # no test split (folder), or the data is not on this machine
+        g = torch.Generator().manual_seed(0)
+        images = torch.randint(0, 256, (256, *model.input_spec.shape), generator=g,
+                               dtype=torch.uint8)
+        targets, what = None, "256 random images (the model's test split was not found)"
+    if limit and len(images) > limit:
+        images = images[:limit]
+        targets = targets[:limit] if targets is not None else None
+    return images, targets, what
+
+
+def export_model(source: str | Path, out: str | Path, *, fmt: str = "onnx",
+                 opset: int = DEFAULT_OPSET, data_dir: str | None = None, limit: int = 0,
+                 tolerance: float = 1e-4) -> dict[str, Any]:
+    """Export a checkpoint (or run directory, or ``default``) and check it against PyTorch.
+
+    Raises:
+        ConfigError: an unknown format. CheckpointError: an unusable checkpoint.
+        ExportError: the export fails, or disagrees with PyTorch beyond ``tolerance`` or in a
+        top-1 class (the file is then removed).
+    """
+    from cnnlab.api import load
+    from cnnlab.evaluate.inference import evaluate_loss_accuracy, predict_logits
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    model = load(source)
+    out = Path(out)
+    t0 = time.perf_counter()
+    if fmt == "onnx":
+        export_onnx(model, out, opset=opset)
+    else:
+        export_torchscript(model, out)
+    export_s = time.perf_counter() - t0
+    images, targets, what = _check_images(model, data_dir, limit)
+    spec = model.input_spec
+    ref = predict_logits(model.classifier, images, spec.mean, spec.std)
+    if fmt == "onnx":
+        got = load_onnx(out).predict_logits(images)
+    else:
+        from cnnlab.data.transforms import normalize
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated
+            ts = torch.jit.load(str(out))
+        with torch.no_grad():
+            got = torch.cat([ts(normalize(images[i:i + 1000], spec.mean, spec.std))
+                             for i in range(0, len(images), 1000)])
+    check = parity(ref, got)
+    report: dict[str, Any] = {
+        "source": model.path, "out": str(out), "format": fmt,
+        "opset": opset if fmt == "onnx" else None, "bytes": out.stat().st_size,
+        "export_s": round(export_s, 3), "checked_on": what, **check, "tolerance": tolerance}
+    if targets is not None:
+        report["accuracy_pytorch"] = round(evaluate_loss_accuracy(ref, targets)[1], 6)
+        report["accuracy_exported"] = round(evaluate_loss_accuracy(got, targets)[1], 6)
+    if not (check["max_abs_diff"] <= tolerance and check["top1_agreement"] == 1.0):
+        out.unlink(missing_ok=True)
+        raise ExportError(
+            f"the {fmt} export of {model.path} does not match PyTorch on {what}: max abs "
+            f"logit difference {check['max_abs_diff']:.3g} (allowed {tolerance:g}), top-1 "
+            f"agreement {check['top1_agreement']:.4%}; the file was removed")
+    return report

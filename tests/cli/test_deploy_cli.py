@@ -1,0 +1,43 @@
+"""``cnnlab export`` and ``cnnlab quantize`` in-process."""
+
+import json
+
+import pytest
+
+from cli_helpers import error_line as _error_line
+from cnnlab.cli.main import main
+from synth import write_image_folder
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("deploy")
+    write_image_folder(root / "data" / "train", n_per_class=16, num_classes=2, size=16)
+    write_image_folder(root / "data" / "test", n_per_class=4, num_classes=2, size=16, seed=1)
+    out = root / "run"
+    assert main(["train", "--dataset", str(root / "data"), "--model", "convnet", "--set",
+                 "data.image_size=16", "--epochs", "2", "--batch-size", "16", "--device",
+                 "cpu", "--out", str(out), "--no-report", "-q"]) == 0
+    return out
+
+
+def test_export_and_quantize(run_dir, tmp_path, capsys):
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "m.onnx"), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["top1_agreement"] == 1.0 and r["images"] == 8
+    assert main(["export", str(run_dir), "--format", "torchscript", "--out",
+                 str(tmp_path / "m.ts")]) == 0
+    assert "top-1 agreement 100.00%" in capsys.readouterr().out
+    assert main(["quantize", str(run_dir), "--calibration", "16", "--out",
+                 str(tmp_path / "q.onnx"), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "INT8 static" in out and "smaller" in out and "batch-1 p50" in out
+
+
+def test_errors(run_dir, tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "nope" in _error_line(capsys)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"junk")
+    assert main(["quantize", str(bad), "--out", str(tmp_path / "q.onnx")]) == 2
+    assert "bad.pt" in _error_line(capsys)

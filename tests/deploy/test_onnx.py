@@ -1,0 +1,100 @@
+"""ONNX and TorchScript export with parity checks, ONNX Runtime loading, INT8 quantisation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import cnnlab
+from cnnlab.deploy.onnx import export_model, load_onnx
+from cnnlab.deploy.quantize import quantize_model
+from cnnlab.errors import CheckpointError, ConfigError, ExportError
+
+
+def test_onnx_export_matches_pytorch_on_the_test_split(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.onnx"
+    r = export_model(run_dir, out)
+    assert r["checked_on"].endswith("test split") and r["images"] == 24
+    assert r["max_abs_diff"] <= 1e-4 and r["top1_agreement"] == 1.0
+    assert r["accuracy_exported"] == r["accuracy_pytorch"] and r["opset"] == 17
+    proto = onnx.load(str(out))
+    onnx.checker.check_model(proto)
+    assert proto.opset_import[0].version == 17
+    meta = json.loads({p.key: p.value for p in proto.metadata_props}["cnnlab"])
+    model = cnnlab.load(run_dir)
+    assert meta["classes"] == model.classes and meta["input_spec"] == model.input_spec.to_dict()
+    # one file, any batch size
+    onnx_model = load_onnx(out)
+    for n in (1, 7):
+        x = np.random.default_rng(n).standard_normal((n, 1, 16, 16)).astype(np.float32)
+        with torch.no_grad():
+            ref = model.classifier(torch.from_numpy(x)).numpy()
+        assert np.abs(onnx_model(x) - ref).max() <= 1e-4
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_torchscript_export(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.ts"
+    r = export_model(run_dir, out, fmt="torchscript")
+    assert r["max_abs_diff"] <= 1e-4 and r["top1_agreement"] == 1.0
+    extra = {"cnnlab.json": ""}
+    with pytest.warns(DeprecationWarning, match="torch.jit.load"):  # TorchScript is deprecated
+        torch.jit.load(str(out), _extra_files=extra)
+    assert json.loads(extra["cnnlab.json"])["classes"] == cnnlab.load(run_dir).classes
+
+
+def test_export_errors(run_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--format must be one of onnx, torchscript"):
+        export_model(run_dir, tmp_path / "m.x", fmt="tflite")
+    # a parity failure removes the file and says by how much
+    with pytest.raises(ExportError, match=r"does not match PyTorch .*the file was removed"):
+        export_model(run_dir, tmp_path / "m.onnx", tolerance=-1.0)
+    assert not (tmp_path / "m.onnx").exists()
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07garbage")
+    with pytest.raises(CheckpointError, match="not a loadable ONNX model"):
+        load_onnx(corrupt)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_onnx(tmp_path / "missing.onnx")
+    # an ONNX file from elsewhere has no cnnlab metadata
+    good = tmp_path / "good.onnx"
+    export_model(run_dir, good)
+    proto = onnx.load(str(good))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(tmp_path / "foreign.onnx"))
+    with pytest.raises(CheckpointError, match="no cnnlab metadata"):
+        load_onnx(tmp_path / "foreign.onnx")
+
+
+@pytest.mark.parametrize("method", ["static", "dynamic"])
+def test_quantize(run_dir: Path, tmp_path: Path, method: str) -> None:
+    out = tmp_path / f"{method}.onnx"
+    r = quantize_model(run_dir, out, method=method, calibration=30)
+    assert r["calibration_images"] == (30 if method == "static" else 0)
+    assert r["int8_bytes"] < r["fp32_bytes"] and r["size_ratio"] > 1.5
+    assert r["top1_agreement"] >= 0.9 and abs(r["accuracy_change_points"]) <= 10
+    assert set(r["timing"]) == {"fp32", "int8"}
+    meta = load_onnx(out).metadata
+    assert meta["quantization"]["method"] == method
+
+
+def test_quantize_errors(run_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--method must be one of static, dynamic"):
+        quantize_model(run_dir, tmp_path / "q.onnx", method="qat8")
+    with pytest.raises(ConfigError, match="--calibration must be >= 1"):
+        quantize_model(run_dir, tmp_path / "q.onnx", calibration=0)
+    # the training data is gone: static quantisation has nothing to calibrate on
+    moved = tmp_path / "run"
+    shutil.copytree(run_dir, moved)
+    ckpt = torch.load(moved / "model.pt", weights_only=True)
+    ckpt["config"]["data"]["dataset"] = str(tmp_path / "gone")
+    torch.save(ckpt, moved / "model.pt")
+    with pytest.raises(ExportError, match="needs calibration images"):
+        quantize_model(moved, tmp_path / "q.onnx")
+    assert not (tmp_path / "q.onnx").exists()
