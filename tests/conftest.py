@@ -132,3 +132,10 @@ def _no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may reach the internet: dataset downloads are off unless a test turns them on
     (the download tests do, against a server on 127.0.0.1)."""
     monkeypatch.setenv("CNNLAB_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _engine_cache(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+                  ) -> None:
+    """ONNX exports and engine choices go to a temporary cache, not the user's."""
+    monkeypatch.setenv("CNNLAB_ENGINE_CACHE", str(tmp_path_factory.getbasetemp() / "engines"))

@@ -61,6 +61,7 @@ class Model:
         self.history = list(history or [])  # per-epoch figures when the model was just trained
         self.device = torch.device(device)
         self.classifier.to(self.device)
+        self.onnx: Any = None  # an OnnxModel when load(engine=...) chose ONNX Runtime
 
     @property
     def input_spec(self) -> InputSpec:
@@ -124,9 +125,17 @@ class Model:
         else:
             batch = torch.stack([self.to_input(im) for im in images])
         spec = self.input_spec
-        logits = predict_logits(self.classifier, batch, spec.mean, spec.std,
-                                batch_size=256, device=self.device)
+        if self.onnx is not None:
+            logits = self.onnx.predict_logits(batch, batch_size=256)
+        else:
+            logits = predict_logits(self.classifier, batch, spec.mean, spec.std,
+                                    batch_size=256, device=self.device)
         return F.softmax(logits, dim=1)
+
+    @property
+    def engine(self) -> str:
+        """``onnx`` when predictions run on ONNX Runtime, else ``torch``."""
+        return "onnx" if self.onnx is not None else "torch"
 
     def predict(self, images: Iterable[ImageLike] | torch.Tensor) -> list[Prediction]:
         """Predictions for a batch of images (files, bytes, PIL images, arrays or a tensor)."""
@@ -139,8 +148,13 @@ class Model:
         return out
 
 
-def load(path: str | Path, *, device: str | torch.device = "cpu") -> Model:
+def load(path: str | Path, *, device: str | torch.device = "cpu",
+         engine: str = "torch") -> Model:
     """Load a checkpoint file, or a run directory's ``model.pt``, as a :class:`Model`.
+
+    ``engine`` picks what runs ``predict``: ``torch``, ``onnx`` (ONNX Runtime, exported once
+    into a cache and parity-checked), or ``auto`` (the faster of the two at batch 1, measured
+    the first time and remembered; see :mod:`cnnlab.deploy.engine`).
 
     Raises:
         CheckpointError: missing, corrupt or incompatible checkpoint.
@@ -158,8 +172,14 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> Model:
         raise CheckpointError(
             f"checkpoint {ckpt['path']!r} does not fit model {name!r} with {kwargs}: {first}"
         ) from e
-    return Model(classifier, ckpt["classes"], ckpt["preprocessing"], metrics=ckpt["metrics"],
-                 config=ckpt["config"], path=ckpt["path"], device=device)
+    model = Model(classifier, ckpt["classes"], ckpt["preprocessing"], metrics=ckpt["metrics"],
+                  config=ckpt["config"], path=ckpt["path"], device=device)
+    if engine != "torch":
+        from cnnlab.deploy.engine import onnx_engine, pick_engine
+
+        if pick_engine(model, engine) == "onnx":
+            model.onnx = onnx_engine(ckpt["path"])
+    return model
 
 
 def train(
