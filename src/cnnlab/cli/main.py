@@ -17,8 +17,8 @@ __all__ = ["build_parser", "entry", "main"]
 
 # one module per verb; each has add_parser(subparsers) and run(args) -> int
 VERBS = ("data", "models", "summary", "train", "evaluate", "predict", "report", "compare", "cv",
-         "tune", "finetune", "export", "quantize", "bench",
-         "runs")
+         "tune", "finetune", "export", "quantize", "prune",
+         "bench", "runs")
 
 
 class UsageError(Exception):
