@@ -13,7 +13,9 @@ from cnnlab.deploy.engine import cache_dir, pick_engine
 from cnnlab.errors import ConfigError
 
 
-def test_engines_predict_the_same(run_dir: Path) -> None:
+def test_engines_predict_the_same(run_dir: Path, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CNNLAB_ENGINE_CACHE", str(tmp_path / "engines"))
     images = torch.randint(0, 256, (5, 1, 16, 16), dtype=torch.uint8)
     torch_model = cnnlab.load(run_dir)
     onnx_model = cnnlab.load(run_dir, engine="onnx")
