@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +66,12 @@ def prepared_data(n_per_class: int = 16, num_classes: int = 4, val_per_class: in
         classes=classes, mean=tuple(stats.mean), std=tuple(stats.std),
         preprocessing=preprocessing_for("synthetic", 1, (28, 28)),
     )
+
+
+def make_png(size: tuple[int, int] = (28, 28), mode: str = "L", value: int = 0) -> bytes:
+    """PNG bytes: a bright 12x12 square on a background of ``value``."""
+    a = np.full((size[1], size[0]), value, dtype=np.uint8)
+    a[8:20, 8:20] = 230
+    buf = io.BytesIO()
+    Image.fromarray(a, "L").convert(mode).save(buf, format="PNG")
+    return buf.getvalue()

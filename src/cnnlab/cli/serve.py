@@ -1,0 +1,51 @@
+"""``cnnlab serve [CHECKPOINT]``: the prediction service on uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
+    p = sub.add_parser(
+        "serve", parents=[common], formatter_class=formatter,
+        help="serve a model over HTTP (predict, health, metrics)",
+        description="Serve a model over HTTP with FastAPI on uvicorn: POST /v1/predict (an "
+                    "image as multipart\n`file`, a raw image/png or image/jpeg body, or JSON "
+                    "{\"image\": base64} or {\"pixels\": array}),\nPOST /v1/predict/batch, GET "
+                    "/v1/health, GET /v1/model, GET /metrics (Prometheus), /docs.\n"
+                    "Concurrent requests are micro-batched. Binds to 127.0.0.1 unless --host "
+                    "says otherwise.",
+        epilog="Examples:\n  cnnlab serve                      (the packaged default model)\n"
+               "  cnnlab serve runs/fast --port 8080\n"
+               "  curl -F file=@digit.png http://127.0.0.1:8000/v1/predict")
+    p.add_argument("checkpoint", nargs="?", default="default", metavar="CHECKPOINT",
+                   help="run directory, checkpoint, or `default` (default: default)")
+    p.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="default: 8000")
+    p.add_argument("--engine", choices=["auto", "torch", "onnx"], default="auto",
+                   help="what runs the model (default: auto, the faster at batch 1)")
+    p.add_argument("--max-batch-size", type=int, default=32,
+                   help="images run together from concurrent requests (default: 32)")
+    p.add_argument("--max-batch-delay-ms", type=float, default=2.0,
+                   help="how long a request waits for others to batch with (default: 2)")
+    p.add_argument("--max-body-mb", type=float, default=10.0,
+                   help="largest request body accepted (default: 10 MB)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from cnnlab.errors import ConfigError
+    from cnnlab.serve.app import ServeSettings, create_app
+
+    if args.max_batch_size < 1 or args.max_batch_delay_ms < 0 or args.max_body_mb <= 0:
+        raise ConfigError("--max-batch-size must be >= 1, --max-batch-delay-ms >= 0 and "
+                          "--max-body-mb > 0")
+    app = create_app(ServeSettings(
+        checkpoint=args.checkpoint, engine=args.engine, max_batch_size=args.max_batch_size,
+        max_batch_delay_ms=args.max_batch_delay_ms,
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024)))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet
+                else "info")
+    return 0

@@ -1,0 +1,1 @@
+"""The prediction service (FastAPI) and its web page."""

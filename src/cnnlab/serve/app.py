@@ -1,0 +1,432 @@
+"""The prediction service: FastAPI on uvicorn, micro-batched inference, Prometheus metrics.
+
+Endpoints (JSON in and out; every error is ``{"error": {"type": ..., "message": ...}}``):
+
+- ``POST /v1/predict``: one image as multipart (field ``file``), as a raw ``image/png`` or
+  ``image/jpeg`` body, or as JSON ``{"image": "<base64>"}`` or ``{"pixels": [[...], ...]}``
+  (an H x W array in the model's size, 0-255 or 0-1). Returns the label, every class's
+  probability, the top k, the model version, the server-side latency and a ``prediction_id``.
+- ``POST /v1/predict/batch``: many images (multipart ``files``, or JSON ``{"images": [...]}``
+  of base64 strings).
+- ``GET /v1/health``, ``GET /v1/model``, ``GET /metrics`` (Prometheus text format), and the
+  OpenAPI docs at ``/docs``.
+
+Concurrent requests are batched: a request waits at most ``max_batch_delay_ms`` for others,
+up to ``max_batch_size`` images run as one batch. Client mistakes get 400 (not an image,
+truncated, no ink), 413 (body or pixel count over the limit), 415 (content type) or 422
+(malformed JSON fields); 500 is left for real bugs.
+"""
+
+
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import math
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import Request
+
+from cnnlab.errors import CnnlabError
+
+__all__ = ["ServeSettings", "create_app"]
+
+LATENCY_BUCKETS_MS = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    checkpoint: str = "default"
+    engine: str = "auto"  # auto | torch | onnx
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_batch_size: int = 32
+    max_batch_delay_ms: float = 2.0
+    max_batch_images: int = 256  # images per /v1/predict/batch request
+    top_k: int = 3
+    remember: int = 10_000  # recent predictions kept for feedback
+
+
+class ClientError(Exception):
+    """A request the client must fix: ``status`` and an error ``type`` for the body."""
+
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.message = status, kind, message
+
+
+@dataclass
+class _Metrics:
+    requests: dict[tuple[str, int], int] = field(default_factory=dict)
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
+    latency_sum_ms: float = 0.0
+    latency_n: int = 0
+    predictions: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    batched_images: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def request(self, path: str, status: int, ms: float) -> None:
+        with self.lock:
+            self.requests[(path, status)] = self.requests.get((path, status), 0) + 1
+            i = next((k for k, b in enumerate(LATENCY_BUCKETS_MS) if ms <= b),
+                     len(LATENCY_BUCKETS_MS))
+            self.latency_counts[i] += 1
+            self.latency_sum_ms += ms
+            self.latency_n += 1
+
+    def text(self, model_version: str) -> str:
+        with self.lock:
+            lines = ["# HELP cnnlab_requests_total HTTP requests by path and status.",
+                     "# TYPE cnnlab_requests_total counter"]
+            for (path, status), n in sorted(self.requests.items()):
+                lines.append(f'cnnlab_requests_total{{path="{path}",status="{status}"}} {n}')
+            errors = sum(n for (_, s), n in self.requests.items() if s >= 400)
+            lines += ["# HELP cnnlab_errors_total Requests answered with a 4xx or 5xx status.",
+                      "# TYPE cnnlab_errors_total counter", f"cnnlab_errors_total {errors}",
+                      "# HELP cnnlab_request_latency_seconds Server-side request latency.",
+                      "# TYPE cnnlab_request_latency_seconds histogram"]
+            cumulative = 0
+            for b, n in zip(LATENCY_BUCKETS_MS, self.latency_counts, strict=False):
+                cumulative += n
+                lines.append(f'cnnlab_request_latency_seconds_bucket{{le="{b / 1000:g}"}} '
+                             f"{cumulative}")
+            lines += [f'cnnlab_request_latency_seconds_bucket{{le="+Inf"}} {self.latency_n}',
+                      f"cnnlab_request_latency_seconds_sum {self.latency_sum_ms / 1000:.6f}",
+                      f"cnnlab_request_latency_seconds_count {self.latency_n}",
+                      "# HELP cnnlab_predictions_total Predictions by predicted class.",
+                      "# TYPE cnnlab_predictions_total counter"]
+            for label, n in sorted(self.predictions.items()):
+                lines.append(f'cnnlab_predictions_total{{label="{label}"}} {n}')
+            lines += ["# HELP cnnlab_batches_total Inference batches run.",
+                      "# TYPE cnnlab_batches_total counter", f"cnnlab_batches_total {self.batches}",
+                      "# HELP cnnlab_batched_images_total Images run in those batches.",
+                      "# TYPE cnnlab_batched_images_total counter",
+                      f"cnnlab_batched_images_total {self.batched_images}",
+                      "# HELP cnnlab_model_info The model being served.",
+                      "# TYPE cnnlab_model_info gauge",
+                      f'cnnlab_model_info{{version="{model_version}"}} 1']
+        return "\n".join(lines) + "\n"
+
+
+class _Batcher:
+    """Collects single images from concurrent requests and runs them as batches."""
+
+    def __init__(self, run: Any, max_batch_size: int, max_delay_s: float) -> None:
+        self.run = run
+        self.max_batch_size = max_batch_size
+        self.max_delay_s = max_delay_s
+        self.queue: asyncio.Queue[tuple[torch.Tensor, asyncio.Future[Any]]] | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.queue = asyncio.Queue()
+        self.task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    async def submit(self, x: torch.Tensor) -> Any:
+        assert self.queue is not None
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        await self.queue.put((x, fut))
+        return await fut
+
+    async def _loop(self) -> None:
+        assert self.queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            items = [await self.queue.get()]
+            deadline = loop.time() + self.max_delay_s
+            while len(items) < self.max_batch_size:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    items.append(await asyncio.wait_for(self.queue.get(), timeout))
+                except TimeoutError:
+                    break
+            batch = torch.stack([x for x, _ in items])
+            try:
+                probs = await loop.run_in_executor(None, self.run, batch)
+            except Exception as e:  # a failing batch fails its requests, not the loop
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            for (_, fut), p in zip(items, probs, strict=True):
+                if not fut.done():
+                    fut.set_result(p)
+
+
+def _version(path: str | None) -> str:
+    if not path:
+        return "unknown"
+    h = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return h[:12]
+
+
+def create_app(settings: ServeSettings | None = None) -> Any:
+    """The FastAPI application serving ``settings.checkpoint``.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be loaded.
+    """
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    from cnnlab.api import load
+    from cnnlab.data import read_image
+
+    s = settings or ServeSettings()
+    model = load(s.checkpoint, engine=s.engine)
+    version = _version(model.path)
+    metrics = _Metrics()
+    recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
+    recent_lock = threading.Lock()
+
+    def run(batch: torch.Tensor) -> list[list[float]]:
+        with metrics.lock:
+            metrics.batches += 1
+            metrics.batched_images += len(batch)
+        from cnnlab.evaluate.inference import predict_logits
+
+        spec = model.input_spec
+        if model.onnx is not None:
+            logits = model.onnx.predict_logits(batch, batch_size=len(batch))
+        else:
+            logits = predict_logits(model.classifier, batch, spec.mean, spec.std,
+                                    batch_size=len(batch))
+        return torch.softmax(logits, dim=1).tolist()
+
+    batcher = _Batcher(run, s.max_batch_size, s.max_batch_delay_ms / 1000)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="cnnlab", version=version, lifespan=lifespan,
+                  description="Image classification with a cnnlab model.")
+    app.state.model = model
+    app.state.settings = s
+
+    def error(status: int, kind: str, message: str) -> JSONResponse:
+        return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status)
+
+    @app.exception_handler(ClientError)
+    async def client_error(request: Request, exc: ClientError) -> JSONResponse:
+        return error(exc.status, exc.kind, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return error(422, "validation_error", f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error(exc.status_code, kind, str(exc.detail))
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > s.max_body_bytes:
+            response = error(413, "payload_too_large",
+                             f"the request body of {int(length):,} bytes exceeds the limit of "
+                             f"{s.max_body_bytes:,} bytes")
+        else:
+            try:
+                response = await call_next(request)
+            except Exception:  # a bug: report it as such, keep serving
+                response = error(500, "internal_error", "internal error; see the server log")
+        path = request.url.path if request.url.path in KNOWN_PATHS else "other"
+        metrics.request(path, response.status_code, (time.perf_counter() - t0) * 1000)
+        return response
+
+    def decode(data: bytes, name: str) -> torch.Tensor:
+        if not data:
+            raise ClientError(400, "bad_image", f"{name}: the image is empty (0 bytes)")
+        if len(data) > s.max_body_bytes:
+            raise ClientError(413, "payload_too_large",
+                              f"{name}: {len(data):,} bytes exceed the limit of "
+                              f"{s.max_body_bytes:,}")
+        try:
+            pil = read_image(data, name=name, max_pixels=s.max_pixels)
+            return model.to_input(pil)
+        except CnnlabError as e:
+            status = 413 if "exceeds the limit" in str(e) else 400
+            raise ClientError(status, "payload_too_large" if status == 413 else "bad_image",
+                              str(e)) from e
+
+    def from_pixels(pixels: Any) -> torch.Tensor:
+        try:
+            arr = np.asarray(pixels, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise ClientError(422, "validation_error", "pixels must be a numeric H x W array"
+                              ) from e
+        if arr.ndim not in (2, 3) or not np.isfinite(arr).all():
+            raise ClientError(422, "validation_error",
+                              f"pixels must be a finite H x W (or C x H x W) array; got shape "
+                              f"{arr.shape}")
+        if arr.max(initial=0) > 1.0:
+            arr = arr.clip(0, 255).astype(np.uint8)
+        else:
+            arr = arr.clip(0, 1).astype(np.float32)
+        try:
+            return model.to_input(arr)
+        except CnnlabError as e:
+            raise ClientError(422, "validation_error", str(e)) from e
+
+    def from_base64(text: Any, name: str) -> torch.Tensor:
+        if not isinstance(text, str):
+            raise ClientError(422, "validation_error", f"{name} must be a base64 string")
+        if "," in text[:100] and text.startswith("data:"):
+            text = text.split(",", 1)[1]  # a data URL from a browser
+        try:
+            data = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise ClientError(400, "bad_image", f"{name} is not valid base64") from e
+        return decode(data, name)
+
+    async def images_from(request: Request, batch: bool) -> list[torch.Tensor]:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == "multipart/form-data":
+            try:
+                form = await request.form(max_files=s.max_batch_images, max_fields=10)
+            except Exception as e:
+                raise ClientError(400, "bad_request", f"unreadable multipart body: {e}") from e
+            try:
+                uploads = form.getlist("files" if batch else "file") or form.getlist("file")
+                if not uploads:
+                    field_name = "files" if batch else "file"
+                    raise ClientError(422, "validation_error",
+                                      f"multipart body has no '{field_name}' field with an image")
+                out = []
+                for up in uploads:
+                    if isinstance(up, str):
+                        raise ClientError(422, "validation_error",
+                                          "the file field must be a file")
+                    data = await up.read()
+                    out.append(decode(data, up.filename or "upload"))
+                return out
+            finally:
+                await form.close()  # the spooled upload files
+        if ctype in ("image/png", "image/jpeg") and not batch:
+            return [decode(await request.body(), "body")]
+        if ctype == "application/json":
+            try:
+                payload = await request.json()
+            except ValueError as e:
+                raise ClientError(400, "bad_request", f"the body is not valid JSON: {e}") from e
+            if not isinstance(payload, dict):
+                raise ClientError(422, "validation_error", "the JSON body must be an object")
+            if batch:
+                items = payload.get("images")
+                if not isinstance(items, list) or not items:
+                    raise ClientError(422, "validation_error",
+                                      "images must be a non-empty list of base64 strings")
+                if len(items) > s.max_batch_images:
+                    raise ClientError(413, "payload_too_large",
+                                      f"{len(items)} images exceed the limit of "
+                                      f"{s.max_batch_images} per request")
+                return [from_base64(t, f"images[{i}]") for i, t in enumerate(items)]
+            if "image" in payload:
+                return [from_base64(payload["image"], "image")]
+            if "pixels" in payload:
+                return [from_pixels(payload["pixels"])]
+            raise ClientError(422, "validation_error",
+                              "the JSON body needs 'image' (base64) or 'pixels' (an array)")
+        allowed = ("multipart/form-data or application/json" if batch else
+                   "multipart/form-data, image/png, image/jpeg or application/json")
+        raise ClientError(415, "unsupported_media_type",
+                          f"content type {ctype or '(none)'!r} is not accepted; send {allowed}")
+
+    def answer(probs: list[float], ms: float) -> dict[str, Any]:
+        order = sorted(range(len(probs)), key=lambda k: -probs[k])
+        label = model.classes[order[0]]
+        pid = uuid.uuid4().hex
+        with recent_lock:
+            recent[pid] = {"label": label, "time": time.time(), "model_version": version}
+            while len(recent) > s.remember:
+                recent.popitem(last=False)
+        with metrics.lock:
+            metrics.predictions[label] = metrics.predictions.get(label, 0) + 1
+        return {"prediction_id": pid, "label": label,
+                "probabilities": {c: round(p, 6) for c, p in zip(model.classes, probs,
+                                                                   strict=True)},
+                "top_k": [{"label": model.classes[k], "probability": round(probs[k], 6)}
+                          for k in order[:s.top_k]],
+                "model_version": version, "latency_ms": round(ms, 3)}
+
+    @app.post("/v1/predict")
+    async def predict(request: Request) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        (x,) = await images_from(request, batch=False)
+        probs = await batcher.submit(x)
+        out = answer(probs, (time.perf_counter() - t0) * 1000)
+        out["input"] = x[0].tolist() if model.input_spec.channels == 1 else None
+        return out
+
+    @app.post("/v1/predict/batch")
+    async def predict_batch(request: Request) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        xs = await images_from(request, batch=True)
+        probs = await asyncio.get_running_loop().run_in_executor(None, run, torch.stack(xs))
+        ms = (time.perf_counter() - t0) * 1000
+        return {"predictions": [answer(p, ms) for p in probs], "model_version": version}
+
+    @app.get("/v1/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model_version": version}
+
+    @app.get("/v1/model")
+    async def model_info() -> dict[str, Any]:
+        spec = model.input_spec
+        m = {k: v for k, v in model.metrics.items() if isinstance(v, int | float | str)
+             and not (isinstance(v, float) and math.isnan(v))}
+        return {"version": version, "path": model.path, "engine": model.engine,
+                "name": model.config.get("model", {}).get("name"),
+                "recipe": model.config.get("recipe"), "classes": model.classes,
+                "input": {"channels": spec.channels, "height": spec.height,
+                          "width": spec.width},
+                "preprocessing": model.preprocessing, "metrics": m}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(metrics.text(version),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index() -> HTMLResponse:
+        page = Path(__file__).with_name("index.html")
+        if page.is_file():
+            return HTMLResponse(page.read_text())
+        return HTMLResponse("<!DOCTYPE html><title>cnnlab</title><p>cnnlab prediction service: "
+                            "see <a href=\"/docs\">/docs</a>.</p>")
+
+    app.state.recent = recent
+    return app
+
+
+KNOWN_PATHS = {"/v1/predict", "/v1/predict/batch", "/v1/health", "/v1/model", "/metrics", "/"}

@@ -1,0 +1,115 @@
+"""The prediction service: every endpoint, every input form, and the errors clients cause."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from cnnlab.serve.app import ServeSettings, create_app
+from synth import make_png
+
+
+@pytest.fixture(scope="module")
+def client(run_dir: Path):  # type: ignore[no-untyped-def]
+    app = create_app(ServeSettings(checkpoint=str(run_dir), engine="torch",
+                                   max_body_bytes=200_000, max_pixels=1_000_000))
+    with TestClient(app) as c:
+        yield c
+
+
+def _check_prediction(body: dict) -> None:
+    assert body["label"] in ("a", "b", "c")
+    assert set(body["probabilities"]) == {"a", "b", "c"}
+    assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert body["top_k"][0]["label"] == body["label"]
+    assert len(body["prediction_id"]) == 32 and body["model_version"]
+    assert body["latency_ms"] >= 0
+
+
+def test_predict_in_every_form(client: TestClient) -> None:
+    png = make_png()
+    r = client.post("/v1/predict", files={"file": ("d.png", png, "image/png")})
+    assert r.status_code == 200, r.text
+    _check_prediction(r.json())
+    first = r.json()
+    r = client.post("/v1/predict", content=png, headers={"content-type": "image/png"})
+    assert r.status_code == 200 and r.json()["label"] == first["label"]
+    r = client.post("/v1/predict", json={"image": base64.b64encode(png).decode()})
+    assert r.status_code == 200 and r.json()["probabilities"] == first["probabilities"]
+    data_url = "data:image/png;base64," + base64.b64encode(png).decode()
+    assert client.post("/v1/predict", json={"image": data_url}).json()["label"] == first["label"]
+    pixels = np.zeros((28, 28))
+    pixels[8:20, 8:20] = 230
+    r = client.post("/v1/predict", json={"pixels": pixels.tolist()})
+    assert r.status_code == 200
+    assert len(r.json()["input"]) == 28 and len(r.json()["input"][0]) == 28
+    assert r.json()["prediction_id"] != first["prediction_id"]
+
+
+def test_batch(client: TestClient) -> None:
+    png = base64.b64encode(make_png()).decode()
+    r = client.post("/v1/predict/batch", json={"images": [png, png, png]})
+    assert r.status_code == 200
+    preds = r.json()["predictions"]
+    assert len(preds) == 3 and len({p["prediction_id"] for p in preds}) == 3
+    r = client.post("/v1/predict/batch", files=[("files", ("a.png", make_png(), "image/png")),
+                                                ("files", ("b.png", make_png(), "image/png"))])
+    assert r.status_code == 200 and len(r.json()["predictions"]) == 2
+
+
+def test_health_model_metrics_docs(client: TestClient) -> None:
+    assert client.get("/v1/health").json()["status"] == "ok"
+    info = client.get("/v1/model").json()
+    assert info["classes"] == ["a", "b", "c"] and info["input"]["height"] == 28
+    assert info["engine"] == "torch"
+    client.post("/v1/predict", json={"image": base64.b64encode(make_png()).decode()})
+    text = client.get("/metrics").text
+    assert 'cnnlab_requests_total{path="/v1/predict",status="200"}' in text
+    assert "cnnlab_request_latency_seconds_bucket" in text
+    assert "cnnlab_predictions_total{label=" in text
+    assert client.get("/docs").status_code == 200
+    assert client.get("/openapi.json").json()["info"]["title"] == "cnnlab"
+
+
+@pytest.mark.parametrize(("kwargs", "status", "kind"), [
+    ({"content": b"", "headers": {"content-type": "image/png"}}, 400, "bad_image"),
+    ({"content": b"this is text", "headers": {"content-type": "image/png"}}, 400, "bad_image"),
+    ({"content": make_png()[:40], "headers": {"content-type": "image/png"}}, 400, "bad_image"),
+    ({"content": b"abc", "headers": {"content-type": "text/plain"}}, 415,
+     "unsupported_media_type"),
+    ({"content": b"x" * 300_000, "headers": {"content-type": "image/png"}}, 413,
+     "payload_too_large"),
+    ({"json": {"image": "not base64!"}}, 400, "bad_image"),
+    ({"json": {"picture": "x"}}, 422, "validation_error"),
+    ({"json": {"pixels": [[1, 2], [3]]}}, 422, "validation_error"),
+    ({"json": {"pixels": np.zeros((5, 5)).tolist()}}, 422, "validation_error"),
+    ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400,
+     "bad_request"),
+    ({"files": {"other": ("d.png", b"x", "image/png")}}, 422, "validation_error"),
+])
+def test_client_errors_get_4xx_with_one_body_shape(client: TestClient, kwargs: dict,
+                                                   status: int, kind: str) -> None:
+    r = client.post("/v1/predict", **kwargs)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error"} and body["error"]["type"] == kind
+    assert body["error"]["message"]
+
+
+def test_decompression_bomb_and_unknown_path(client: TestClient) -> None:
+    big = io.BytesIO()
+    Image.new("L", (2000, 2000)).save(big, format="PNG")  # 4 M pixels > the 1 M limit
+    r = client.post("/v1/predict", content=big.getvalue(), headers={"content-type": "image/png"})
+    assert r.status_code == 413 and "exceeds the limit" in r.json()["error"]["message"]
+    r = client.get("/v1/nope")
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found"
+    assert client.get("/v1/health").status_code == 200  # still serving
+    text = client.get("/metrics").text
+    assert "cnnlab_errors_total" in text and json.dumps(1)  # errors are counted

@@ -1,0 +1,63 @@
+"""A real uvicorn server on loopback, spoken to over HTTP by a plain client."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from cnnlab.serve.app import ServeSettings, create_app
+
+
+@pytest.fixture(scope="module")
+def server(run_dir: Path):  # type: ignore[no-untyped-def]
+    app = create_app(ServeSettings(checkpoint=str(run_dir), engine="onnx",
+                                   max_batch_delay_ms=5))
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not srv.started:
+        assert time.time() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    port = srv.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def _post(url: str, body: bytes, ctype: str) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=body, headers={"content-type": ctype})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_concurrent_requests_are_batched(server: str, png: bytes) -> None:
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda _: _post(f"{server}/v1/predict", png, "image/png"),
+                                range(64)))
+    assert all(status == 200 for status, _ in results)
+    labels = {body["label"] for _, body in results}
+    assert len(labels) == 1  # the same image, the same answer, whatever batch it ran in
+    with urllib.request.urlopen(f"{server}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    batches = int(next(ln.split()[-1] for ln in text.splitlines()
+                       if ln.startswith("cnnlab_batches_total")))
+    images = int(next(ln.split()[-1] for ln in text.splitlines()
+                      if ln.startswith("cnnlab_batched_images_total")))
+    assert images == 64 and batches < 64  # some requests shared a batch
+    status, body = _post(f"{server}/v1/predict", b"\x89PNG\r\n\x1a\n truncated", "image/png")
+    assert status == 400 and body["error"]["type"] == "bad_image"
+    with urllib.request.urlopen(f"{server}/v1/model", timeout=10) as r:
+        assert json.loads(r.read())["engine"] == "onnx"
