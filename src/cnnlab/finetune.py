@@ -112,8 +112,10 @@ def load_source(source: str, *, arch: str | None = None, channels: int = 3,
     Raises:
         CheckpointError: not a cnnlab checkpoint nor a weights file that fits an architecture.
     """
+    from cnnlab.training.checkpoint import checkpoint_path
+
     path = Path(source)
-    ckpt_path = path / "model.pt" if path.is_dir() else path
+    ckpt_path = checkpoint_path(source)
     if ckpt_path.is_file():
         try:
             raw = torch.load(ckpt_path, map_location="cpu", weights_only=True)

@@ -9,8 +9,8 @@ from cnnlab.errors import CheckpointError, ConfigError
 from cnnlab.training.loop import fit
 from synth import prepared_data, write_image_folder
 
-MISSING = (r"missing' does not exist; pass a \.pt file written by `cnnlab train` or a run "
-           r"directory that contains model\.pt")
+MISSING = (r"missing' does not exist; pass a \.pt file written by `cnnlab train`, a run "
+           r"directory that contains model\.pt, or `default`")
 
 
 def _parser():

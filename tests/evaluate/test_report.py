@@ -20,8 +20,8 @@ from synth import learnable_images, prepared_data
 
 FAST = {"n_boot": 200, "latency_runs": 5, "throughput_batch_size": 16}
 
-MISSING = (r"missing' does not exist; pass a \.pt file written by `cnnlab train` or a run "
-           r"directory that contains model\.pt")
+MISSING = (r"missing' does not exist; pass a \.pt file written by `cnnlab train`, a run "
+           r"directory that contains model\.pt, or `default`")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
                     "over --rounds rounds and medians are reported; the thread count and\n"
                     "malloc settings are printed with the table. Run it on a quiet machine.",
         epilog="Example: cnnlab bench runs/fast --json")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="run directory or checkpoint")
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="run directory, checkpoint, or `default` (the packaged MNIST model)")
     p.add_argument("--engines", default=",".join(ENGINES),
                    help=f"comma-separated subset of {', '.join(ENGINES)} (default: all)")
     p.add_argument("--rounds", type=int, default=5, help="default: 5")

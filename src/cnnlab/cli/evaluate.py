@@ -14,7 +14,8 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
                     "accuracy, per-class precision, recall and F1, confusion matrix, inference "
                     "time.",
         epilog="Example: cnnlab evaluate runs/fast --json")
-    p.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT")
+    p.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT",
+                   help="run directory, checkpoint, or `default` (the packaged MNIST model)")
     p.add_argument("--dataset", default=None,
                    help="dataset name or image folder (default: the one the model was trained on)")
     p.add_argument("--data-dir", default=None, metavar="DIR",

@@ -17,7 +17,8 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
                     "the\nfile is removed.",
         epilog="Examples:\n  cnnlab export runs/fast --out fast.onnx\n"
                "  cnnlab export runs/fast --format torchscript --out fast.ts")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="run directory or checkpoint")
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="run directory, checkpoint, or `default` (the packaged MNIST model)")
     p.add_argument("--format", dest="fmt", choices=["onnx", "torchscript"], default="onnx",
                    help="default: onnx")
     p.add_argument("--out", required=True, metavar="PATH", help="the file to write")

@@ -56,7 +56,7 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
                "  cnnlab finetune weights.pth --arch vgg11 --train-dir photos/ --image-size 64 "
                "--out runs/ft-vgg")
     p.add_argument("source", metavar="SOURCE",
-                   help="run directory, checkpoint, pretrained name or .pth file")
+                   help="run directory, checkpoint, `default`, pretrained name or .pth file")
     p.add_argument("--train-dir", required=True, metavar="DIR",
                    help="training images, one folder per class")
     p.add_argument("--val-dir", default=None, metavar="DIR",

@@ -18,7 +18,8 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
                     "searched recursively. A bad file is reported by name, the others are still "
                     "predicted, and the exit status is then 2.",
         epilog="Example: cnnlab predict runs/fast digits/ --json")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint or run directory")
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="run directory, checkpoint, or `default` (the packaged MNIST model)")
     p.add_argument("inputs", metavar="IMAGE_OR_DIR", nargs="+")
     p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default: 3)")
     p.add_argument("--device", default="cpu", help="auto | cpu | cuda (default: cpu)")

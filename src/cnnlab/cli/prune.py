@@ -43,7 +43,8 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
                "  cnnlab prune runs/fast --method magnitude --amount 0.8 --out runs/fast-m80\n"
                "  cnnlab prune runs/fast --method channel --amount 0.5 --finetune-epochs 1 "
                "--out runs/fast-c50")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="run directory or model.pt")
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="run directory, checkpoint, or `default` (the packaged MNIST model)")
     p.add_argument("--method", choices=METHODS, default="magnitude",
                    help="magnitude (zeros, same size) or channel (a smaller model); "
                         "default: magnitude")

@@ -18,7 +18,8 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
                     "  dynamic  INT8 weights, activations quantised at run time; no "
                     "calibration data",
         epilog="Example: cnnlab quantize runs/fast --out fast-int8.onnx")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="run directory or checkpoint")
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="run directory, checkpoint, or `default` (the packaged MNIST model)")
     p.add_argument("--method", choices=["static", "dynamic"], default="static",
                    help="default: static")
     p.add_argument("--calibration", type=int, default=512, metavar="N",

@@ -16,7 +16,8 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
                     "data, recipe, headline metrics with 95 % intervals, efficiency and known\n"
                     "limits. On the MNIST test split it adds the writer-group breakdown.",
         epilog="Example: cnnlab report runs/fast   (then open runs/fast/report.html)")
-    p.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT")
+    p.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT",
+                   help="run directory, checkpoint, or `default` (the packaged MNIST model)")
     p.add_argument("--dataset", default=None,
                    help="dataset name or image folder (default: the one the model was trained on)")
     p.add_argument("--data-dir", default=None, metavar="DIR",

@@ -104,6 +104,15 @@ def most_confused_pairs(cm: Any, classes: list[str], top: int = 10) -> list[tupl
 
 # --- loading -------------------------------------------------------------------------------------
 
+def _is_packaged_default(path: Path) -> bool:
+    from cnnlab.training.checkpoint import default_model_path
+
+    try:
+        return path.resolve() == default_model_path().resolve()
+    except OSError:
+        return False
+
+
 def _run_dir_of(source: Path) -> Path:
     return source if source.is_dir() else source.parent
 
@@ -248,6 +257,8 @@ def build_report(
     ckpt_path = Path(model.path) if model.path else source
     run_dir = _run_dir_of(ckpt_path)
     out = Path(out_dir) if out_dir is not None else run_dir
+    if out_dir is None and _is_packaged_default(ckpt_path):
+        out = Path("runs") / "default"  # never write into the installed package
     ds, name = _load_split(model, dataset, None if data_dir is None else str(data_dir), split,
                            progress)
     spec, classes = model.input_spec, list(model.classes)

@@ -19,10 +19,13 @@ from cnnlab.data.idx import atomic_path
 from cnnlab.errors import CheckpointError
 
 __all__ = [
+    "DEFAULT_NAME",
     "FORMAT",
     "FORMAT_VERSION",
     "REQUIRED_KEYS",
     "atomic_write_bytes",
+    "checkpoint_path",
+    "default_model_path",
     "library_versions",
     "load_checkpoint",
     "save_checkpoint",
@@ -66,6 +69,26 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return atomic_write_bytes(path, lambda f: torch.save(payload, f))
 
 
+DEFAULT_NAME = "default"
+
+
+def default_model_path() -> Path:
+    """The packaged default MNIST model (``cnnlab/assets/default/model.pt``)."""
+    from importlib.resources import files
+
+    return Path(str(files("cnnlab") / "assets" / "default" / "model.pt"))
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """The file a checkpoint argument names: a .pt file, a run directory's model.pt, or, for
+    the word ``default`` (when no file or directory of that name exists here), the packaged
+    default model."""
+    p = Path(path)
+    if str(path) == DEFAULT_NAME and not p.exists():
+        return default_model_path()
+    return p / "model.pt" if p.is_dir() else p
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and validate a checkpoint written by :func:`save_checkpoint`.
 
@@ -73,13 +96,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         CheckpointError: the file is missing, unreadable, not a cnnlab checkpoint, of a newer
             format, or lacks a key (the message names the file and the key).
     """
-    p = Path(path)
-    if p.is_dir():
-        p = p / "model.pt"
+    p = checkpoint_path(path)
     if not p.is_file():
         raise CheckpointError(
-            f"checkpoint {str(p)!r} does not exist; pass a .pt file written by `cnnlab train` "
-            "or a run directory that contains model.pt"
+            f"checkpoint {str(p)!r} does not exist; pass a .pt file written by `cnnlab train`, "
+            "a run directory that contains model.pt, or `default` for the packaged MNIST model"
         )
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)

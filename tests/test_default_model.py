@@ -1,0 +1,43 @@
+"""The packaged default MNIST model: small, documented, and named by the word `default`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import cnnlab
+from cnnlab.cli.main import main
+from cnnlab.training.checkpoint import checkpoint_path, default_model_path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_default_model_is_small_and_documented() -> None:
+    path = default_model_path()
+    assert path.is_file() and path.stat().st_size <= 2 * 1024 * 1024
+    folder = path.parent
+    for name in ("metrics.json", "config.toml", "MODEL_CARD.md"):
+        assert (folder / name).is_file(), name
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.99
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "cnnlab train --recipe default" in card and "seed" in card
+
+
+def test_default_names_it_everywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    model = cnnlab.load("default")
+    assert model.classes == [str(k) for k in range(10)]
+    assert model.config["recipe"] == "default"
+    digits = sorted((REPO / "examples" / "digits").glob("*.png"))
+    preds = model.predict(digits)
+    truth = [p.name[len("digit")] for p in digits]
+    assert sum(p.label == t for p, t in zip(preds, truth, strict=True)) >= len(digits) - 1
+    assert main(["predict", "default", str(digits[0]), "--engine", "torch", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["label"] == truth[0]
+    # a file or directory called `default` in the working directory wins
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "default").mkdir()
+    assert checkpoint_path("default") == Path("default") / "model.pt"
