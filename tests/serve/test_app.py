@@ -17,9 +17,11 @@ from synth import make_png
 
 
 @pytest.fixture(scope="module")
-def client(run_dir: Path):  # type: ignore[no-untyped-def]
+def client(run_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    db = tmp_path_factory.mktemp("store") / "feedback.db"
     app = create_app(ServeSettings(checkpoint=str(run_dir), engine="torch",
-                                   max_body_bytes=200_000, max_pixels=1_000_000))
+                                   max_body_bytes=200_000, max_pixels=1_000_000,
+                                   feedback_url=f"sqlite:///{db}"))
     with TestClient(app) as c:
         yield c
 
@@ -113,3 +115,46 @@ def test_decompression_bomb_and_unknown_path(client: TestClient) -> None:
     assert client.get("/v1/health").status_code == 200  # still serving
     text = client.get("/metrics").text
     assert "cnnlab_errors_total" in text and json.dumps(1)  # errors are counted
+
+
+def test_feedback_is_stored_once(client: TestClient, tmp_path: Path) -> None:
+    r = client.post("/v1/predict", json={"image": base64.b64encode(make_png()).decode()})
+    pred = r.json()
+    other = next(c for c in ("a", "b", "c") if c != pred["label"])
+    r = client.post("/v1/feedback", json={"prediction_id": pred["prediction_id"],
+                                          "label": other})
+    assert r.status_code == 201, r.text
+    assert r.json()["predicted"] == pred["label"] and r.json()["label"] == other
+    r = client.post("/v1/feedback", json={"prediction_id": pred["prediction_id"],
+                                          "label": other})
+    assert r.status_code == 409 and r.json()["error"]["type"] == "duplicate"
+    r = client.post("/v1/feedback", json={"prediction_id": "f" * 32, "label": "a"})
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found"
+    r = client.post("/v1/feedback", json={"prediction_id": pred["prediction_id"],
+                                          "label": "z"})
+    assert r.status_code == 422 and "not one of the model's classes" in r.text
+    assert client.post("/v1/feedback", json={"label": "a"}).status_code == 422
+    # in the store, with the input the model saw
+    store = client.app.state.store  # type: ignore[attr-defined]
+    rows = [row for row in store.rows() if row.prediction_id == pred["prediction_id"]]
+    assert len(rows) == 1 and rows[0].label == other and rows[0].predicted == pred["label"]
+    img = Image.open(io.BytesIO(rows[0].image_png))
+    assert img.size == (28, 28)
+    counts = store.export(tmp_path / "fb")
+    assert counts[other] >= 1
+    assert (tmp_path / "fb" / other / f"{pred['prediction_id']}.png").is_file()
+    stats = store.stats()
+    assert stats["feedback"] >= 1 and stats["corrected"] >= 1
+    text = client.get("/metrics").text
+    assert 'cnnlab_feedback_total{result="corrected"}' in text
+    assert "cnnlab_feedback_accuracy" in text
+
+
+def test_the_web_page(client: TestClient) -> None:
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    page = r.text
+    for part in ('id="pad"', "touchstart", 'id="seen"', "/v1/predict", "/v1/feedback",
+                 'type="file"', "ondrop"):
+        assert part in page, part
+    assert "http://" not in page and "https://" not in page  # nothing beyond the service

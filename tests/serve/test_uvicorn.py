@@ -17,9 +17,10 @@ from cnnlab.serve.app import ServeSettings, create_app
 
 
 @pytest.fixture(scope="module")
-def server(run_dir: Path):  # type: ignore[no-untyped-def]
+def server(run_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    db = tmp_path_factory.mktemp("uvicorn-store") / "feedback.db"
     app = create_app(ServeSettings(checkpoint=str(run_dir), engine="onnx",
-                                   max_batch_delay_ms=5))
+                                   max_batch_delay_ms=5, feedback_url=f"sqlite:///{db}"))
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)

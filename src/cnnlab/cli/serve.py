@@ -11,8 +11,10 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
         help="serve a model over HTTP (predict, health, metrics)",
         description="Serve a model over HTTP with FastAPI on uvicorn: POST /v1/predict (an "
                     "image as multipart\n`file`, a raw image/png or image/jpeg body, or JSON "
-                    "{\"image\": base64} or {\"pixels\": array}),\nPOST /v1/predict/batch, GET "
-                    "/v1/health, GET /v1/model, GET /metrics (Prometheus), /docs.\n"
+                    "{\"image\": base64} or {\"pixels\": array}),\nPOST /v1/predict/batch, POST "
+                    "/v1/feedback, GET /v1/health, GET /v1/model, GET /metrics\n(Prometheus), "
+                    "/docs, and a web page at / to draw or upload a digit and correct the "
+                    "answer.\n"
                     "Concurrent requests are micro-batched. Binds to 127.0.0.1 unless --host "
                     "says otherwise.",
         epilog="Examples:\n  cnnlab serve                      (the packaged default model)\n"
@@ -28,6 +30,9 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
                    help="images run together from concurrent requests (default: 32)")
     p.add_argument("--max-batch-delay-ms", type=float, default=2.0,
                    help="how long a request waits for others to batch with (default: 2)")
+    p.add_argument("--feedback-db", default="sqlite:///runs/serve/feedback.db", metavar="URL",
+                   help="the feedback store, a database URL or a SQLite file path (default: "
+                        "sqlite:///runs/serve/feedback.db)")
     p.add_argument("--max-body-mb", type=float, default=10.0,
                    help="largest request body accepted (default: 10 MB)")
     p.set_defaults(run=run)
@@ -45,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(ServeSettings(
         checkpoint=args.checkpoint, engine=args.engine, max_batch_size=args.max_batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,
-        max_body_bytes=int(args.max_body_mb * 1024 * 1024)))
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024), feedback_url=args.feedback_db))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet
                 else "info")
     return 0

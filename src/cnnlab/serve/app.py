@@ -55,6 +55,7 @@ class ServeSettings:
     max_batch_images: int = 256  # images per /v1/predict/batch request
     top_k: int = 3
     remember: int = 10_000  # recent predictions kept for feedback
+    feedback_url: str = "sqlite:///runs/serve/feedback.db"  # the feedback store
 
 
 class ClientError(Exception):
@@ -74,6 +75,8 @@ class _Metrics:
     predictions: dict[str, int] = field(default_factory=dict)
     batches: int = 0
     batched_images: int = 0
+    feedback_confirmed: int = 0
+    feedback_corrected: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def request(self, path: str, status: int, ms: float) -> None:
@@ -113,7 +116,17 @@ class _Metrics:
                       "# HELP cnnlab_batched_images_total Images run in those batches.",
                       "# TYPE cnnlab_batched_images_total counter",
                       f"cnnlab_batched_images_total {self.batched_images}",
-                      "# HELP cnnlab_model_info The model being served.",
+                      "# HELP cnnlab_feedback_total Feedback received, by result.",
+                      "# TYPE cnnlab_feedback_total counter",
+                      f'cnnlab_feedback_total{{result="confirmed"}} {self.feedback_confirmed}',
+                      f'cnnlab_feedback_total{{result="corrected"}} {self.feedback_corrected}',
+                      "# HELP cnnlab_feedback_accuracy Share of feedback that confirmed the "
+                      "prediction.",
+                      "# TYPE cnnlab_feedback_accuracy gauge"]
+            fb = self.feedback_confirmed + self.feedback_corrected
+            if fb:
+                lines.append(f"cnnlab_feedback_accuracy {self.feedback_confirmed / fb:.6f}")
+            lines += ["# HELP cnnlab_model_info The model being served.",
                       "# TYPE cnnlab_model_info gauge",
                       f'cnnlab_model_info{{version="{model_version}"}} 1']
         return "\n".join(lines) + "\n"
@@ -198,7 +211,15 @@ def create_app(settings: ServeSettings | None = None) -> Any:
     s = settings or ServeSettings()
     model = load(s.checkpoint, engine=s.engine)
     version = _version(model.path)
+    from cnnlab.serve.store import DuplicateFeedback, Feedback, FeedbackStore, png_bytes
+
+    store = FeedbackStore(s.feedback_url)
     metrics = _Metrics()
+    for row in store.rows():
+        if row.predicted == row.label:
+            metrics.feedback_confirmed += 1
+        else:
+            metrics.feedback_corrected += 1
     recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
     recent_lock = threading.Lock()
 
@@ -252,6 +273,11 @@ def create_app(settings: ServeSettings | None = None) -> Any:
         t0 = time.perf_counter()
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > s.max_body_bytes:
+            if int(length) <= 8 * s.max_body_bytes:
+                # read and drop a moderately large body, so the client sees the 413 instead
+                # of a connection reset; beyond that, the connection is simply closed
+                async for _ in request.stream():
+                    pass
             response = error(413, "payload_too_large",
                              f"the request body of {int(length):,} bytes exceeds the limit of "
                              f"{s.max_body_bytes:,} bytes")
@@ -275,7 +301,8 @@ def create_app(settings: ServeSettings | None = None) -> Any:
             pil = read_image(data, name=name, max_pixels=s.max_pixels)
             return model.to_input(pil)
         except CnnlabError as e:
-            status = 413 if "exceeds the limit" in str(e) else 400
+            too_big = "exceeds the limit" in str(e) or "decompression bomb" in str(e)
+            status = 413 if too_big else 400
             raise ClientError(status, "payload_too_large" if status == 413 else "bad_image",
                               str(e)) from e
 
@@ -362,12 +389,13 @@ def create_app(settings: ServeSettings | None = None) -> Any:
         raise ClientError(415, "unsupported_media_type",
                           f"content type {ctype or '(none)'!r} is not accepted; send {allowed}")
 
-    def answer(probs: list[float], ms: float) -> dict[str, Any]:
+    def answer(probs: list[float], ms: float, x: torch.Tensor) -> dict[str, Any]:
         order = sorted(range(len(probs)), key=lambda k: -probs[k])
         label = model.classes[order[0]]
         pid = uuid.uuid4().hex
         with recent_lock:
-            recent[pid] = {"label": label, "time": time.time(), "model_version": version}
+            recent[pid] = {"label": label, "time": time.time(), "model_version": version,
+                           "input": x}
             while len(recent) > s.remember:
                 recent.popitem(last=False)
         with metrics.lock:
@@ -384,7 +412,7 @@ def create_app(settings: ServeSettings | None = None) -> Any:
         t0 = time.perf_counter()
         (x,) = await images_from(request, batch=False)
         probs = await batcher.submit(x)
-        out = answer(probs, (time.perf_counter() - t0) * 1000)
+        out = answer(probs, (time.perf_counter() - t0) * 1000, x)
         out["input"] = x[0].tolist() if model.input_spec.channels == 1 else None
         return out
 
@@ -394,7 +422,44 @@ def create_app(settings: ServeSettings | None = None) -> Any:
         xs = await images_from(request, batch=True)
         probs = await asyncio.get_running_loop().run_in_executor(None, run, torch.stack(xs))
         ms = (time.perf_counter() - t0) * 1000
-        return {"predictions": [answer(p, ms) for p in probs], "model_version": version}
+        return {"predictions": [answer(p, ms, x) for p, x in zip(probs, xs, strict=True)],
+                "model_version": version}
+
+    @app.post("/v1/feedback", status_code=201)
+    async def feedback(request: Request) -> dict[str, Any]:
+        try:
+            payload = await request.json()
+        except ValueError as e:
+            raise ClientError(400, "bad_request", f"the body is not valid JSON: {e}") from e
+        if not isinstance(payload, dict) or not isinstance(payload.get("prediction_id"), str) \
+                or not isinstance(payload.get("label"), str):
+            raise ClientError(422, "validation_error",
+                              "the body needs 'prediction_id' and 'label' as strings")
+        pid, label = payload["prediction_id"], payload["label"]
+        if label not in model.classes:
+            raise ClientError(422, "validation_error",
+                              f"label {label!r} is not one of the model's classes "
+                              f"{model.classes}")
+        with recent_lock:
+            pred = recent.get(pid)
+        if pred is None:
+            raise ClientError(404, "not_found",
+                              f"no recent prediction has id {pid!r} (feedback is taken for the "
+                              f"last {s.remember:,} predictions of this service)")
+        fb = Feedback(prediction_id=pid, predicted=pred["label"], label=label,
+                      model_version=pred["model_version"], created=time.time(),
+                      image_png=png_bytes(pred["input"]))
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, store.add, fb)
+        except DuplicateFeedback as e:
+            raise ClientError(409, "duplicate", str(e)) from e
+        with metrics.lock:
+            if fb.predicted == fb.label:
+                metrics.feedback_confirmed += 1
+            else:
+                metrics.feedback_corrected += 1
+        return {"stored": True, "prediction_id": pid, "predicted": fb.predicted,
+                "label": label, "model_version": fb.model_version}
 
     @app.get("/v1/health")
     async def health() -> dict[str, Any]:
@@ -426,7 +491,9 @@ def create_app(settings: ServeSettings | None = None) -> Any:
                             "see <a href=\"/docs\">/docs</a>.</p>")
 
     app.state.recent = recent
+    app.state.store = store
     return app
 
 
-KNOWN_PATHS = {"/v1/predict", "/v1/predict/batch", "/v1/health", "/v1/model", "/metrics", "/"}
+KNOWN_PATHS = {"/v1/predict", "/v1/predict/batch", "/v1/feedback", "/v1/health", "/v1/model",
+               "/metrics", "/"}

@@ -1,0 +1,67 @@
+"""``cnnlab feedback stats|export``: what users confirmed and corrected."""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_STORE = "sqlite:///runs/serve/feedback.db"
+
+
+def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
+    p = sub.add_parser("feedback", formatter_class=formatter,
+                       help="inspect or export the feedback a service collected",
+                       description="The feedback store of `cnnlab serve`: accuracy on the "
+                                   "predictions users checked, corrections, and the images.")
+    verbs = p.add_subparsers(dest="feedback_verb", metavar="ACTION", required=True)
+    stats = verbs.add_parser("stats", parents=[common], formatter_class=formatter,
+                             help="accuracy on feedback, over time and per model version")
+    stats.add_argument("--store", default=DEFAULT_STORE, metavar="URL",
+                       help=f"database URL or SQLite file (default: {DEFAULT_STORE})")
+    stats.add_argument("--json", action="store_true", help="print one JSON object")
+    stats.set_defaults(run=run_stats)
+    export = verbs.add_parser("export", parents=[common], formatter_class=formatter,
+                              help="write the feedback images as OUT/<label>/<id>.png")
+    export.add_argument("--store", default=DEFAULT_STORE, metavar="URL",
+                        help=f"database URL or SQLite file (default: {DEFAULT_STORE})")
+    export.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
+    export.set_defaults(run=run_export)
+
+
+def _store(url: str):  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from cnnlab.errors import ConfigError
+    from cnnlab.serve.store import FeedbackStore, store_url
+
+    url = store_url(url)
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+        raise ConfigError(f"no feedback store at {url}; run `cnnlab serve` and send feedback "
+                          "first, or pass --store")
+    return FeedbackStore(url)
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from cnnlab.cli._util import print_json
+
+    s = _store(args.store).stats()
+    if args.json:
+        print_json(s)
+        return 0
+    if not s["feedback"]:
+        print("no feedback yet")
+        return 0
+    print(f"{s['feedback']:,} feedback: {s['confirmed']:,} confirmed, {s['corrected']:,} "
+          f"corrected; accuracy on feedback {s['accuracy']:.2%}")
+    for version, v in s["by_model_version"].items():
+        print(f"  model {version}: {v['feedback']:,} feedback, accuracy {v['accuracy']:.2%}")
+    if s["corrections"]:
+        print("most common corrections: " + ", ".join(
+            f"{k} ({n})" for k, n in list(s["corrections"].items())[:10]))
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    counts = _store(args.store).export(args.out)
+    total = sum(counts.values())
+    print(f"wrote {total:,} images in {len(counts)} classes to {args.out}")
+    return 0
