@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt torch==2.13.0
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@# the browser test drives Debian's chromium (playwright cannot download browsers here)
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq \
+		chromium; } >/dev/null 2>&1 || echo "note: chromium could not be installed; the \
+		browser test will skip"
 	@touch $(STAMP)
 
 demo: install
