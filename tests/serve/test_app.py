@@ -49,9 +49,10 @@ def test_predict_in_every_form(client: TestClient) -> None:
     assert client.post("/v1/predict", json={"image": data_url}).json()["label"] == first["label"]
     pixels = np.zeros((28, 28))
     pixels[8:20, 8:20] = 230
-    r = client.post("/v1/predict", json={"pixels": pixels.tolist()})
+    r = client.post("/v1/predict?include_input=true", json={"pixels": pixels.tolist()})
     assert r.status_code == 200
     assert len(r.json()["input"]) == 28 and len(r.json()["input"][0]) == 28
+    assert "input" not in first  # only when asked for
     assert r.json()["prediction_id"] != first["prediction_id"]
 
 

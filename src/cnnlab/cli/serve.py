@@ -28,8 +28,9 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
                    help="what runs the model (default: auto, the faster at batch 1)")
     p.add_argument("--max-batch-size", type=int, default=32,
                    help="images run together from concurrent requests (default: 32)")
-    p.add_argument("--max-batch-delay-ms", type=float, default=2.0,
-                   help="how long a request waits for others to batch with (default: 2)")
+    p.add_argument("--max-batch-delay-ms", type=float, default=0.0,
+                   help="how long a request also waits for others to batch with (default: 0: "
+                        "requests that queue while a batch runs form the next batch)")
     p.add_argument("--feedback-db", default="sqlite:///runs/serve/feedback.db", metavar="URL",
                    help="the feedback store, a database URL or a SQLite file path (default: "
                         "sqlite:///runs/serve/feedback.db)")

@@ -5,14 +5,16 @@ Endpoints (JSON in and out; every error is ``{"error": {"type": ..., "message": 
 - ``POST /v1/predict``: one image as multipart (field ``file``), as a raw ``image/png`` or
   ``image/jpeg`` body, or as JSON ``{"image": "<base64>"}`` or ``{"pixels": [[...], ...]}``
   (an H x W array in the model's size, 0-255 or 0-1). Returns the label, every class's
-  probability, the top k, the model version, the server-side latency and a ``prediction_id``.
+  probability, the top k, the model version, the server-side latency and a ``prediction_id``;
+  with ``?include_input=true`` also the input the model saw (H x W, 0-255).
 - ``POST /v1/predict/batch``: many images (multipart ``files``, or JSON ``{"images": [...]}``
   of base64 strings).
 - ``GET /v1/health``, ``GET /v1/model``, ``GET /metrics`` (Prometheus text format), and the
   OpenAPI docs at ``/docs``.
 
-Concurrent requests are batched: a request waits at most ``max_batch_delay_ms`` for others,
-up to ``max_batch_size`` images run as one batch. Client mistakes get 400 (not an image,
+Concurrent requests are batched: requests that queue up while a batch runs form the next
+batch (up to ``max_batch_size``), and with ``max_batch_delay_ms`` > 0 a request also waits
+that long for others. Client mistakes get 400 (not an image,
 truncated, no ink), 413 (body or pixel count over the limit), 415 (content type) or 422
 (malformed JSON fields); 500 is left for real bugs.
 """
@@ -51,7 +53,7 @@ class ServeSettings:
     max_body_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000
     max_batch_size: int = 32
-    max_batch_delay_ms: float = 2.0
+    max_batch_delay_ms: float = 0.0  # 0: batch what queued while the last batch ran
     max_batch_images: int = 256  # images per /v1/predict/batch request
     top_k: int = 3
     remember: int = 10_000  # recent predictions kept for feedback
@@ -163,6 +165,10 @@ class _Batcher:
         loop = asyncio.get_running_loop()
         while True:
             items = [await self.queue.get()]
+            # whatever queued up while the last batch ran joins at once; then, with a delay
+            # set, wait up to that long for more
+            while len(items) < self.max_batch_size and not self.queue.empty():
+                items.append(self.queue.get_nowait())
             deadline = loop.time() + self.max_delay_s
             while len(items) < self.max_batch_size:
                 timeout = deadline - loop.time()
@@ -413,7 +419,8 @@ def create_app(settings: ServeSettings | None = None) -> Any:
         (x,) = await images_from(request, batch=False)
         probs = await batcher.submit(x)
         out = answer(probs, (time.perf_counter() - t0) * 1000, x)
-        out["input"] = x[0].tolist() if model.input_spec.channels == 1 else None
+        if request.query_params.get("include_input") in ("1", "true"):
+            out["input"] = x[0].tolist() if model.input_spec.channels == 1 else None
         return out
 
     @app.post("/v1/predict/batch")
