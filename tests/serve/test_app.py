@@ -159,3 +159,15 @@ def test_the_web_page(client: TestClient) -> None:
                  'type="file"', "ondrop"):
         assert part in page, part
     assert "http://" not in page and "https://" not in page  # nothing beyond the service
+
+
+def test_drift_in_metrics_and_class_counts_in_checkpoints(client: TestClient,
+                                                          run_dir: Path) -> None:
+    import cnnlab
+
+    counts = cnnlab.load(run_dir).metrics["train_class_counts"]
+    assert set(counts) == {"a", "b", "c"} and sum(counts.values()) > 0
+    client.post("/v1/predict", json={"image": base64.b64encode(make_png()).decode()})
+    line = next(ln for ln in client.get("/metrics").text.splitlines()
+                if ln.startswith("cnnlab_prediction_drift "))
+    assert 0.0 <= float(line.split()[1]) <= 1.0

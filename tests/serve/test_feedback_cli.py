@@ -38,3 +38,27 @@ def test_stats_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["1", "3", "8"]
     assert main(["feedback", "stats", "--store", str(tmp_path / "none.db")]) == 2
     assert "no feedback store" in error_line(capsys)
+
+
+def test_drift_of_predicted_classes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cnnlab.serve.app import drift, reference_shares
+
+    assert drift({"a": 5, "b": 5}, {"a": 0.5, "b": 0.5}) == 0.0
+    assert drift({"a": 10}, {"a": 0.5, "b": 0.5}) == pytest.approx(0.5)
+    assert drift({"c": 3}, {"a": 0.5, "b": 0.5}) == pytest.approx(1.0)
+
+    from types import SimpleNamespace
+
+    model = SimpleNamespace(classes=["a", "b"],
+                            metrics={"train_class_counts": {"a": 30, "b": 10}})
+    assert reference_shares(model) == {"a": 0.75, "b": 0.25}
+    model.metrics = {}
+    assert reference_shares(model) == {"a": 0.5, "b": 0.5}
+    url = f"sqlite:///{tmp_path / 'fb.db'}"
+    store = FeedbackStore(url)
+    for i in range(4):
+        store.add(_row(f"p{i}", "1", "1", float(i)))
+    assert store.stats(reference={str(k): 0.1 for k in range(10)})["predicted_drift"] == \
+        pytest.approx(0.9)
+    assert main(["feedback", "stats", "--store", url, "--model", "default"]) == 0
+    assert "drift of the predicted classes" in capsys.readouterr().out

@@ -17,6 +17,9 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
                              help="accuracy on feedback, over time and per model version")
     stats.add_argument("--store", default=DEFAULT_STORE, metavar="URL",
                        help=f"database URL or SQLite file (default: {DEFAULT_STORE})")
+    stats.add_argument("--model", default=None, metavar="CHECKPOINT",
+                       help="also report the drift of the predicted classes from this "
+                            "model's training data (e.g. default)")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
     stats.set_defaults(run=run_stats)
     export = verbs.add_parser("export", parents=[common], formatter_class=formatter,
@@ -43,7 +46,13 @@ def _store(url: str):  # type: ignore[no-untyped-def]
 def run_stats(args: argparse.Namespace) -> int:
     from cnnlab.cli._util import print_json
 
-    s = _store(args.store).stats()
+    reference = None
+    if args.model:
+        from cnnlab.api import load
+        from cnnlab.serve.app import reference_shares
+
+        reference = reference_shares(load(args.model))
+    s = _store(args.store).stats(reference=reference)
     if args.json:
         print_json(s)
         return 0
@@ -54,6 +63,9 @@ def run_stats(args: argparse.Namespace) -> int:
           f"corrected; accuracy on feedback {s['accuracy']:.2%}")
     for version, v in s["by_model_version"].items():
         print(f"  model {version}: {v['feedback']:,} feedback, accuracy {v['accuracy']:.2%}")
+    if s.get("predicted_drift") is not None:
+        print(f"drift of the predicted classes from the training data (total variation): "
+              f"{s['predicted_drift']:.3f}")
     if s["corrections"]:
         print("most common corrections: " + ", ".join(
             f"{k} ({n})" for k, n in list(s["corrections"].items())[:10]))

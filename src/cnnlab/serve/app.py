@@ -79,6 +79,7 @@ class _Metrics:
     batched_images: int = 0
     feedback_confirmed: int = 0
     feedback_corrected: int = 0
+    reference: dict[str, float] = field(default_factory=dict)  # training class shares
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def request(self, path: str, status: int, ms: float) -> None:
@@ -128,6 +129,13 @@ class _Metrics:
             fb = self.feedback_confirmed + self.feedback_corrected
             if fb:
                 lines.append(f"cnnlab_feedback_accuracy {self.feedback_confirmed / fb:.6f}")
+            lines += ["# HELP cnnlab_prediction_drift Total variation distance between the "
+                      "predicted classes' shares and the training data's (0 = same, 1 = "
+                      "disjoint).",
+                      "# TYPE cnnlab_prediction_drift gauge"]
+            if sum(self.predictions.values()) and self.reference:
+                lines.append("cnnlab_prediction_drift "
+                             f"{drift(self.predictions, self.reference):.6f}")
             lines += ["# HELP cnnlab_model_info The model being served.",
                       "# TYPE cnnlab_model_info gauge",
                       f'cnnlab_model_info{{version="{model_version}"}} 1']
@@ -191,6 +199,24 @@ class _Batcher:
                     fut.set_result(p)
 
 
+def reference_shares(model: Any) -> dict[str, float]:
+    """The training data's class shares: recorded at training, else uniform."""
+    counts = model.metrics.get("train_class_counts")
+    if isinstance(counts, dict) and sum(counts.values()) > 0:
+        total = sum(counts.values())
+        return {c: counts.get(c, 0) / total for c in model.classes}
+    return {c: 1 / len(model.classes) for c in model.classes}
+
+
+def drift(counts: dict[str, int], reference: dict[str, float]) -> float:
+    """Total variation distance between ``counts`` (normalised) and ``reference`` shares."""
+    total = sum(counts.values())
+    if not total:
+        return 0.0
+    keys = set(counts) | set(reference)
+    return 0.5 * sum(abs(counts.get(k, 0) / total - reference.get(k, 0.0)) for k in keys)
+
+
 def _version(path: str | None) -> str:
     if not path:
         return "unknown"
@@ -220,7 +246,7 @@ def create_app(settings: ServeSettings | None = None) -> Any:
     from cnnlab.serve.store import DuplicateFeedback, Feedback, FeedbackStore, png_bytes
 
     store = FeedbackStore(s.feedback_url)
-    metrics = _Metrics()
+    metrics = _Metrics(reference=reference_shares(model))
     for row in store.rows():
         if row.predicted == row.label:
             metrics.feedback_confirmed += 1

@@ -108,9 +108,11 @@ class FeedbackStore:
             return int(conn.execute(sa.select(sa.func.count()).select_from(self.table))
                        .scalar_one())
 
-    def stats(self, *, bucket_s: float = 86_400) -> dict[str, Any]:
+    def stats(self, *, bucket_s: float = 86_400,
+              reference: dict[str, float] | None = None) -> dict[str, Any]:
         """Accuracy of the model on feedback (overall and per time bucket), corrections per
-        class pair, and the labels' distribution."""
+        class pair, the labels' distribution and, given the training data's class shares, the
+        drift of the predicted classes from them (total variation distance)."""
         rows = self.rows()
         n = len(rows)
         correct = sum(r.predicted == r.label for r in rows)
@@ -134,6 +136,7 @@ class FeedbackStore:
             "corrections": dict(sorted(pairs.items(), key=lambda kv: -kv[1])),
             "labels": dict(sorted(labels.items())),
             "by_model_version": _by_version(rows),
+            **({"predicted_drift": _tv(rows, reference)} if reference else {}),
         }
 
     def export(self, out: str | Path) -> dict[str, int]:
@@ -146,6 +149,15 @@ class FeedbackStore:
             (d / f"{r.prediction_id}.png").write_bytes(r.image_png)
             counts[r.label] = counts.get(r.label, 0) + 1
         return dict(sorted(counts.items()))
+
+
+def _tv(rows: list[Feedback], reference: dict[str, float]) -> float | None:
+    from cnnlab.serve.app import drift
+
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.predicted] = counts.get(r.predicted, 0) + 1
+    return round(drift(counts, reference), 6) if counts else None
 
 
 def _by_version(rows: list[Feedback]) -> dict[str, dict[str, Any]]:

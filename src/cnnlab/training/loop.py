@@ -376,6 +376,9 @@ def fit(
         "best_epoch": best["epoch"],
         "stopped_early": stopped_early,
         "train_images": n_train,
+        # the reference the service's drift monitor compares predicted classes with
+        "train_class_counts": dict(zip(data.classes, torch.bincount(
+            data.train.targets, minlength=len(data.classes)).tolist(), strict=True)),
         "images_per_s": round(n_train * len(history) / train_time, 1) if train_time else None,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
