@@ -18,7 +18,7 @@ __all__ = ["build_parser", "entry", "main"]
 # one module per verb; each has add_parser(subparsers) and run(args) -> int
 VERBS = ("data", "models", "summary", "train", "evaluate", "predict", "report", "compare", "cv",
          "tune", "finetune", "export", "quantize", "prune",
-         "bench", "serve", "feedback", "runs")
+         "bench", "serve", "feedback", "retrain", "runs")
 
 
 class UsageError(Exception):

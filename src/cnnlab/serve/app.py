@@ -26,7 +26,10 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import hmac
+import json
 import math
+import os
 import threading
 import time
 import uuid
@@ -494,6 +497,44 @@ def create_app(settings: ServeSettings | None = None) -> Any:
         return {"stored": True, "prediction_id": pid, "predicted": fb.predicted,
                 "label": label, "model_version": fb.model_version}
 
+    @app.post("/v1/admin/reload")
+    async def reload(request: Request) -> dict[str, Any]:
+        """Swap in another model without downtime: the registry's current (promoted) version,
+        or ``{"path": ...}``. Needs ``Authorization: Bearer $CNNLAB_ADMIN_TOKEN``."""
+        nonlocal model, version
+        token = os.environ.get("CNNLAB_ADMIN_TOKEN")
+        if not token:
+            raise ClientError(403, "forbidden", "admin endpoints are off: start the service "
+                              "with CNNLAB_ADMIN_TOKEN set")
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise ClientError(401, "unauthorized", "missing or wrong admin token (send "
+                              "Authorization: Bearer <CNNLAB_ADMIN_TOKEN>)")
+        body = await request.body()
+        path = None
+        if body:
+            try:
+                payload = json.loads(body)
+            except ValueError as e:
+                raise ClientError(400, "bad_request", f"the body is not valid JSON: {e}") from e
+            path = payload.get("path") if isinstance(payload, dict) else None
+        if path is None:
+            from cnnlab.serve.retrain import current_model
+
+            entry = current_model(store)
+            if entry is None:
+                raise ClientError(404, "not_found", "the model registry has no promoted "
+                                  "model; run `cnnlab retrain` first or send {\"path\": ...}")
+            path = entry["path"]
+        try:
+            new = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: load(path, engine=s.engine))
+        except CnnlabError as e:
+            raise ClientError(422, "bad_model", str(e)) from e
+        model, version = new, _version(new.path)  # requests from now on use the new model
+        metrics.reference = reference_shares(new)
+        return {"reloaded": True, "model_version": version, "path": new.path}
+
     @app.get("/v1/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model_version": version}
@@ -528,5 +569,5 @@ def create_app(settings: ServeSettings | None = None) -> Any:
     return app
 
 
-KNOWN_PATHS = {"/v1/predict", "/v1/predict/batch", "/v1/feedback", "/v1/health", "/v1/model",
-               "/metrics", "/"}
+KNOWN_PATHS = {"/v1/predict", "/v1/predict/batch", "/v1/feedback", "/v1/admin/reload",
+               "/v1/health", "/v1/model", "/metrics", "/"}

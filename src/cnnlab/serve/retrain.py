@@ -1,0 +1,166 @@
+"""Close the loop: fine-tune the serving model on its feedback, and promote it only if better.
+
+``retrain`` takes the champion (the model being served), the feedback store's images and
+labels, and a replay sample of the champion's original training data (so the model does not
+forget what it knew), and fine-tunes a challenger. Part of the feedback is held out. The
+challenger is promoted - recorded as the current version in the model registry, a table in
+the feedback store - only if it is not worse than the champion on the original test split and
+not worse on the held-out feedback. A running service picks the promoted version up through
+``POST /v1/admin/reload``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnlab.errors import ConfigError, DataError
+
+__all__ = ["current_model", "register", "retrain"]
+
+
+def _registry(store: Any) -> Any:
+    import sqlalchemy as sa
+
+    meta = sa.MetaData()
+    table = sa.Table(
+        "models", meta,
+        sa.Column("version", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("path", sa.String(1000), nullable=False),
+        sa.Column("created", sa.Float, nullable=False),
+        sa.Column("promoted", sa.Boolean, nullable=False),
+        sa.Column("report", sa.Text, nullable=False),
+    )
+    meta.create_all(store.engine)
+    return table
+
+
+def register(store: Any, path: str | Path, *, promoted: bool, report: dict[str, Any]) -> int:
+    """Record a model in the registry; returns its version number."""
+    table = _registry(store)
+    with store.engine.begin() as conn:
+        result = conn.execute(table.insert().values(
+            path=str(Path(path).resolve()), created=time.time(), promoted=promoted,
+            report=json.dumps(report)))
+        return int(result.inserted_primary_key[0])
+
+
+def current_model(store: Any) -> dict[str, Any] | None:
+    """The newest promoted model in the registry, or None."""
+    import sqlalchemy as sa
+
+    table = _registry(store)
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(table).where(table.c.promoted)
+                           .order_by(table.c.version.desc()).limit(1)).first()
+    return dict(row._mapping) if row is not None else None
+
+
+def _feedback_dataset(store: Any, model: Any) -> Any:
+    from PIL import Image
+
+    from cnnlab.data import ImageDataset
+
+    rows = store.rows()
+    if not rows:
+        raise DataError(f"the feedback store {store.url} holds no feedback to retrain on")
+    images, targets = [], []
+    for r in rows:
+        if r.label not in model.classes:
+            continue
+        img = Image.open(io.BytesIO(r.image_png))
+        images.append(model.to_input(np.array(img)))  # a writable copy
+        targets.append(model.classes.index(r.label))
+    return ImageDataset(torch.stack(images), torch.tensor(targets), list(model.classes),
+                        "feedback", store.url)
+
+
+def retrain(champion: str, store_url: str, out: str | Path, *, replay: int = 5000,
+            holdout: float = 0.2, epochs: int = 3, lr: float = 5e-4, seed: int = 0,
+            data_dir: str | None = None, overwrite: bool = False,
+            progress: bool = True) -> dict[str, Any]:
+    """Fine-tune ``champion`` on the feedback plus a replay sample; promote if not worse.
+
+    Raises:
+        DataError: no feedback, or the champion's training data cannot be found.
+        ConfigError: invalid settings.
+    """
+    from cnnlab.api import load
+    from cnnlab.data import stratified_split
+    from cnnlab.evaluate.inference import evaluate_loss_accuracy, predict_logits
+    from cnnlab.evaluate.report import _load_split
+    from cnnlab.serve.store import FeedbackStore
+    from cnnlab.training.data import PreparedData
+    from cnnlab.training.loop import fit
+
+    if not 0 < holdout < 1 or replay < 0 or epochs < 1:
+        raise ConfigError("--holdout must be in (0, 1), --replay >= 0 and --epochs >= 1")
+    store = FeedbackStore(store_url)
+    champ = load(champion)
+    fb = _feedback_dataset(store, champ)
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(fb), generator=g)
+    n_hold = max(1, round(holdout * len(fb))) if len(fb) > 1 else 0
+    held, fb_train = fb.subset(perm[:n_hold].numpy()), fb.subset(perm[n_hold:].numpy())
+    try:
+        train_full, _ = _load_split(champ, None, data_dir, "train", progress)
+    except Exception as e:
+        raise DataError(f"retraining replays the champion's training data, which could not be "
+                        f"loaded ({e}); pass --data-dir") from e
+    try:
+        test, _ = _load_split(champ, None, data_dir, "test", progress)
+    except Exception:  # no test split (an image folder without test/): feedback decides
+        test = None
+    if replay and replay < len(train_full):
+        keep, _ = stratified_split(train_full.targets, 1 - replay / len(train_full), seed)
+        train_full = train_full.subset(keep)
+    from cnnlab.data import ImageDataset
+
+    train = ImageDataset(torch.cat([train_full.images, fb_train.images]),
+                         torch.cat([train_full.targets, fb_train.targets]),
+                         list(champ.classes), "replay+feedback", store.url)
+    spec = champ.input_spec
+    data = PreparedData(train=train, val=None, test=test, classes=list(champ.classes),
+                        mean=tuple(spec.mean), std=tuple(spec.std),
+                        preprocessing=champ.preprocessing)
+    from cnnlab.config import resolve_config
+
+    base = dict(champ.config)
+    cfg = resolve_config(base, {"optim": {"lr": lr, "scheduler": "cosine"},
+                                "train": {"epochs": epochs, "seed": seed, "ema": 0.0,
+                                          "early_stopping": 0},
+                                "data": {"val_fraction": 0.0}})
+    challenger = load(champion).classifier  # a fresh copy of the champion's weights
+    result = fit(cfg, out_dir=out, overwrite=overwrite, progress=progress, data=data,
+                 model=challenger)
+
+    def score(model: Any, ds: Any) -> float | None:
+        if ds is None or len(ds) == 0:
+            return None
+        logits = predict_logits(model, ds.images, spec.mean, spec.std)
+        return round(evaluate_loss_accuracy(logits, ds.targets)[1], 6)
+
+    report: dict[str, Any] = {
+        "champion": champ.path, "challenger": str(Path(out) / "model.pt"),
+        "feedback": len(fb), "feedback_train": len(fb_train), "feedback_held_out": len(held),
+        "replay": len(train_full), "epochs": epochs,
+        "test": {"champion": score(champ.classifier, test),
+                 "challenger": score(result.model, test)},
+        "held_out_feedback": {"champion": score(champ.classifier, held),
+                              "challenger": score(result.model, held)},
+    }
+    ok = all(v["challenger"] >= v["champion"] for v in (report["test"],
+                                                      report["held_out_feedback"])
+             if v["champion"] is not None)
+    report["promoted"] = ok
+    if report["test"]["champion"] is None:
+        report["note"] = "the champion's data has no test split: held-out feedback decided"
+    report["version"] = register(store, Path(out) / "model.pt", promoted=ok, report=report)
+    (Path(out) / "retrain.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
