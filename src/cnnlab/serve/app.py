@@ -220,6 +220,57 @@ def drift(counts: dict[str, int], reference: dict[str, float]) -> float:
     return 0.5 * sum(abs(counts.get(k, 0) / total - reference.get(k, 0.0)) for k in keys)
 
 
+class _Guard:
+    """Pure ASGI middleware (cheaper per request than Starlette's BaseHTTPMiddleware): refuses
+    oversized bodies with 413, turns an unhandled exception into a JSON 500, and counts every
+    request with its status and latency."""
+
+    def __init__(self, app: Any, *, max_body: int, metrics: _Metrics) -> None:
+        self.app, self.max_body, self.metrics = app, max_body, metrics
+
+    @staticmethod
+    async def _json(send: Any, status: int, kind: str, message: str) -> None:
+        body = json.dumps({"error": {"type": kind, "message": message}}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        state = {"status": 500, "started": False}
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_body:
+            if int(length) <= 8 * self.max_body:
+                # read and drop a moderately large body, so the client sees the 413 instead
+                # of a connection reset; beyond that, the connection is simply closed
+                while (await receive()).get("more_body"):
+                    pass
+            await self._json(send, 413, "payload_too_large",
+                             f"the request body of {int(length):,} bytes exceeds the limit of "
+                             f"{self.max_body:,} bytes")
+            state["status"] = 413
+        else:
+            async def tracked(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    state["status"], state["started"] = message["status"], True
+                await send(message)
+
+            try:
+                await self.app(scope, receive, tracked)
+            except Exception:  # a bug: report it as such, keep serving
+                if state["started"]:
+                    raise
+                await self._json(send, 500, "internal_error",
+                                 "internal error; see the server log")
+                state["status"] = 500
+        path = scope["path"] if scope["path"] in KNOWN_PATHS else "other"
+        self.metrics.request(path, int(state["status"]), (time.perf_counter() - t0) * 1000)
+
+
 def _version(path: str | None) -> str:
     if not path:
         return "unknown"
@@ -303,27 +354,7 @@ def create_app(settings: ServeSettings | None = None) -> Any:
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error(exc.status_code, kind, str(exc.detail))
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next):  # type: ignore[no-untyped-def]
-        t0 = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > s.max_body_bytes:
-            if int(length) <= 8 * s.max_body_bytes:
-                # read and drop a moderately large body, so the client sees the 413 instead
-                # of a connection reset; beyond that, the connection is simply closed
-                async for _ in request.stream():
-                    pass
-            response = error(413, "payload_too_large",
-                             f"the request body of {int(length):,} bytes exceeds the limit of "
-                             f"{s.max_body_bytes:,} bytes")
-        else:
-            try:
-                response = await call_next(request)
-            except Exception:  # a bug: report it as such, keep serving
-                response = error(500, "internal_error", "internal error; see the server log")
-        path = request.url.path if request.url.path in KNOWN_PATHS else "other"
-        metrics.request(path, response.status_code, (time.perf_counter() - t0) * 1000)
-        return response
+    app.add_middleware(_Guard, max_body=s.max_body_bytes, metrics=metrics)
 
     def decode(data: bytes, name: str) -> torch.Tensor:
         if not data:
@@ -443,14 +474,14 @@ def create_app(settings: ServeSettings | None = None) -> Any:
                 "model_version": version, "latency_ms": round(ms, 3)}
 
     @app.post("/v1/predict")
-    async def predict(request: Request) -> dict[str, Any]:
+    async def predict(request: Request) -> JSONResponse:
         t0 = time.perf_counter()
         (x,) = await images_from(request, batch=False)
         probs = await batcher.submit(x)
         out = answer(probs, (time.perf_counter() - t0) * 1000, x)
         if request.query_params.get("include_input") in ("1", "true"):
             out["input"] = x[0].tolist() if model.input_spec.channels == 1 else None
-        return out
+        return JSONResponse(out)  # plain JSON types: skip FastAPI's jsonable_encoder
 
     @app.post("/v1/predict/batch")
     async def predict_batch(request: Request) -> dict[str, Any]:
