@@ -4,12 +4,9 @@ prediction, send a correction, find it in the store."""
 from __future__ import annotations
 
 import shutil
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from cnnlab.serve.app import ServeSettings, create_app
 
@@ -22,21 +19,12 @@ if not Path(CHROMIUM).is_file():
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def site(tmp_path_factory: pytest.TempPathFactory, serving):  # type: ignore[no-untyped-def]
     db = tmp_path_factory.mktemp("browser-store") / "feedback.db"
     app = create_app(ServeSettings(checkpoint="default", engine="torch",
                                    feedback_url=f"sqlite:///{db}"))
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not srv.started:
-        assert time.time() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    port = srv.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}", app
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serving(app) as url:
+        yield url, app
 
 
 def test_draw_predict_and_correct(site) -> None:  # type: ignore[no-untyped-def]

@@ -3,36 +3,23 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from cnnlab.serve.app import ServeSettings, create_app
 
 
 @pytest.fixture(scope="module")
-def server(run_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def server(run_dir: Path, tmp_path_factory: pytest.TempPathFactory, serving):  # type: ignore[no-untyped-def]
     db = tmp_path_factory.mktemp("uvicorn-store") / "feedback.db"
     app = create_app(ServeSettings(checkpoint=str(run_dir), engine="onnx",
                                    max_batch_delay_ms=5, feedback_url=f"sqlite:///{db}"))
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not srv.started:
-        assert time.time() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    port = srv.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serving(app) as url:
+        yield url
 
 
 def _post(url: str, body: bytes, ctype: str) -> tuple[int, dict]:

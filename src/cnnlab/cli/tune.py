@@ -101,6 +101,7 @@ def settings_from_args(args: argparse.Namespace) -> TuneSettings:
     Raises:
         ConfigError: an invalid space, setting or combination of flags.
     """
+    import dataclasses
     from pathlib import Path
 
     from cnnlab.config import flags_layer, load_config_file, parse_set, resolve_config
@@ -123,8 +124,6 @@ def settings_from_args(args: argparse.Namespace) -> TuneSettings:
         study=args.study, workers=args.workers, seed=args.seed, heartbeat_s=args.heartbeat,
         progress=not args.quiet)
     out = Path(args.out or f"runs/tune/{space.name}-{settings.sampler_name}")
-    import dataclasses
-
     settings = dataclasses.replace(settings, out=out)
     channels = base.data.channels or 1
     size = (base.data.image_size,) * 2 if base.data.image_size else (28, 28)
