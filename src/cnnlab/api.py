@@ -62,6 +62,7 @@ class Model:
         self.device = torch.device(device)
         self.classifier.to(self.device)
         self.onnx: Any = None  # an OnnxModel when load(engine=...) chose ONNX Runtime
+        self.engine_name = "torch"  # torch | onnx | int8
 
     @property
     def input_spec(self) -> InputSpec:
@@ -134,8 +135,11 @@ class Model:
 
     @property
     def engine(self) -> str:
-        """``onnx`` when predictions run on ONNX Runtime, else ``torch``."""
-        return "onnx" if self.onnx is not None else "torch"
+        """What runs predictions: ``torch``, ``onnx`` (ONNX Runtime, FP32) or ``int8`` (ONNX
+        Runtime on the INT8 quantisation)."""
+        if self.onnx is None:
+            return "torch"
+        return self.engine_name if self.engine_name != "torch" else "onnx"
 
     def predict(self, images: Iterable[ImageLike] | torch.Tensor) -> list[Prediction]:
         """Predictions for a batch of images (files, bytes, PIL images, arrays or a tensor)."""
@@ -149,12 +153,15 @@ class Model:
 
 
 def load(path: str | Path, *, device: str | torch.device = "cpu",
-         engine: str = "torch") -> Model:
+         engine: str = "torch", spinning: bool = True) -> Model:
     """Load a checkpoint file, or a run directory's ``model.pt``, as a :class:`Model`.
 
     ``engine`` picks what runs ``predict``: ``torch``, ``onnx`` (ONNX Runtime, exported once
-    into a cache and parity-checked), or ``auto`` (the faster of the two at batch 1, measured
-    the first time and remembered; see :mod:`cnnlab.deploy.engine`).
+    into a cache and parity-checked), ``int8`` (ONNX Runtime on the model's INT8
+    quantisation, accepted only within 0.1 point of FP32 accuracy), or ``auto`` (the fastest
+    available at batch 1, measured the first time and remembered; see
+    :mod:`cnnlab.deploy.engine`). ``spinning=False`` lets ONNX Runtime's idle threads sleep
+    (what a service wants).
 
     Raises:
         CheckpointError: missing, corrupt or incompatible checkpoint.
@@ -175,10 +182,14 @@ def load(path: str | Path, *, device: str | torch.device = "cpu",
     model = Model(classifier, ckpt["classes"], ckpt["preprocessing"], metrics=ckpt["metrics"],
                   config=ckpt["config"], path=ckpt["path"], device=device)
     if engine != "torch":
-        from cnnlab.deploy.engine import onnx_engine, pick_engine
+        from cnnlab.deploy.engine import int8_engine, onnx_engine, pick_engine
 
-        if pick_engine(model, engine) == "onnx":
-            model.onnx = onnx_engine(ckpt["path"])
+        chosen = pick_engine(model, engine)
+        if chosen == "onnx":
+            model.onnx = onnx_engine(ckpt["path"], spinning=spinning)
+        elif chosen == "int8":
+            model.onnx = int8_engine(ckpt["path"], spinning=spinning)
+        model.engine_name = chosen
     return model
 
 

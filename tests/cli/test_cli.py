@@ -93,6 +93,9 @@ def test_models_and_summary(capsys):
     out = capsys.readouterr().out
     for figure in ("896", "18,496", "25,690,240", "1,290"):
         assert figure in out
+    assert main(["summary", "default", "--json"]) == 0  # the packaged model, by its name
+    packaged = json.loads(capsys.readouterr().out)
+    assert packaged["total_params"] == 289_514
 
 
 @pytest.mark.parametrize(("argv", "message"), [

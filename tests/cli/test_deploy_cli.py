@@ -41,3 +41,18 @@ def test_errors(run_dir, tmp_path, capsys):
     bad.write_bytes(b"junk")
     assert main(["quantize", str(bad), "--out", str(tmp_path / "q.onnx")]) == 2
     assert "bad.pt" in _error_line(capsys)
+
+
+def test_quantize_qat(run_dir, tmp_path, capsys):
+    assert main(["quantize", str(run_dir), "--method", "qat", "--epochs", "1", "--calibration",
+                 "16", "--out", str(tmp_path / "q.onnx"), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "quantisation-aware training: 1 epoch(s) on 32 training images" in out
+    assert "INT8 qat" in out and "accuracy" in out and "smaller" in out
+    assert main(["quantize", str(run_dir), "--method", "qat", "--epochs", "0", "--out",
+                 str(tmp_path / "q0.onnx")]) == 2
+    assert "--epochs must be >= 1 for --method qat" in _error_line(capsys)
+    assert main(["quantize", str(run_dir), "--epochs", "2", "--out",
+                 str(tmp_path / "q0.onnx")]) == 2
+    assert "--epochs applies to --method qat only" in _error_line(capsys)
+    assert not (tmp_path / "q0.onnx").exists()

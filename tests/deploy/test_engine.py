@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 import cnnlab
-from cnnlab.deploy.engine import cache_dir, pick_engine
+from cnnlab.deploy.engine import (
+    cache_dir,
+    checkpoint_sha256,
+    int8_gate,
+    pick_engine,
+    usable_int8,
+)
+from cnnlab.deploy.onnx import load_onnx
+from cnnlab.deploy.quantize import quantize_model
 from cnnlab.errors import ConfigError
 
 
@@ -28,6 +37,82 @@ def test_engines_predict_the_same(run_dir: Path, tmp_path: Path,
     assert len(records) == 1
     record = json.loads(records[0].read_text())
     assert auto.engine == record["engine"] and set(record["batch1_ms"]) == {"torch", "onnx"}
+    assert record["int8"] is None  # auto never quantises by itself
     assert pick_engine(auto, "auto") == record["engine"]  # remembered, not measured again
     with pytest.raises(ConfigError, match="engine must be one of"):
         cnnlab.load(run_dir, engine="tensorrt")
+
+
+def test_int8_engine_quantises_once_and_joins_auto(run_dir: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CNNLAB_ENGINE_CACHE", str(tmp_path / "engines"))
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    int8 = cnnlab.load(run, engine="int8")  # quantised now, from the run's training data
+    assert int8.engine == "int8"
+    (made,) = cache_dir().glob("*.int8.onnx")
+    assert usable_int8(run / "model.pt") == made
+    record = int8.onnx.metadata["quantization"]
+    assert record["checkpoint_sha256"] == checkpoint_sha256(run / "model.pt")
+    assert int8_gate(record) is None and record["checked_on"]
+    files = sorted((run_dir.parent / "data" / "test").rglob("*.png"))
+    reference = [p.label for p in cnnlab.load(run).predict(files)]
+    agree = sum(p.label == r for p, r in zip(int8.predict(files), reference, strict=True))
+    assert agree >= 0.9 * len(files)
+    # auto measures the usable INT8 file along with PyTorch and FP32 ONNX Runtime
+    auto = cnnlab.load(run, engine="auto")
+    (chosen,) = cache_dir().glob("*.json")
+    measured = json.loads(chosen.read_text())
+    assert set(measured["batch1_ms"]) == {"torch", "onnx", "int8"}
+    assert auto.engine == measured["engine"] and measured["int8"] == str(made)
+
+
+def test_int8_files_are_used_only_for_their_checkpoint_and_within_the_gate(
+        run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnx
+
+    monkeypatch.setenv("CNNLAB_ENGINE_CACHE", str(tmp_path / "engines"))
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    beside = run / "model.int8.onnx"
+    quantize_model(run, beside, calibration=16)
+    assert usable_int8(run / "model.pt") == beside  # found next to the checkpoint
+
+    def rewrite(**changes: object) -> None:
+        proto = onnx.load(str(beside))
+        entry = next(p for p in proto.metadata_props if p.key == "cnnlab")
+        meta = json.loads(entry.value)
+        meta["quantization"].update(changes)
+        entry.value = json.dumps(meta)
+        onnx.save(proto, str(beside))
+
+    rewrite(accuracy_change_points=-0.5)  # lost half a point: refused
+    assert usable_int8(run / "model.pt") is None
+    rewrite(accuracy_change_points=0.0, checkpoint_sha256="0" * 64)  # another checkpoint's
+    assert usable_int8(run / "model.pt") is None
+    beside.write_bytes(b"not onnx")
+    assert usable_int8(run / "model.pt") is None
+    assert cnnlab.load(run, engine="auto").engine in ("torch", "onnx")
+
+
+@pytest.mark.parametrize(("record", "why"), [
+    ({"accuracy_change_points": -0.11, "top1_agreement": 1.0}, "lost 0.11 points"),
+    ({"accuracy_change_points": -0.1}, None),
+    ({"accuracy_change_points": 0.2}, None),
+    ({"top1_agreement": 0.995}, None),
+    ({"top1_agreement": 0.98}, "agreed with FP32 on only 98.00 %"),
+    ({}, "no parity check"),
+])
+def test_int8_gate(record: dict, why: str | None) -> None:
+    got = int8_gate(record)
+    assert got is None if why is None else why in got  # type: ignore[operator]
+
+
+def test_packaged_default_model_ships_a_usable_int8_file() -> None:
+    from cnnlab.training.checkpoint import default_model_path
+
+    path = default_model_path()
+    found = usable_int8(path)
+    assert found == path.with_name("model.int8.onnx")
+    record = load_onnx(found).metadata["quantization"]
+    assert record["accuracy_change_points"] >= -0.1 and record["checked_on"].startswith("mnist")

@@ -12,11 +12,13 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
         "bench", parents=[common], formatter_class=formatter,
         help="measure a model on every inference engine",
         description="Measure one model on PyTorch eager, channels_last, torch.compile, "
-                    "TorchScript,\nONNX Runtime FP32 and ONNX Runtime static INT8: batch-1 "
-                    "latency (p50, p95), throughput\nat batch 256 and 1000, the memory a "
-                    "batch-1000 call adds, file size and test accuracy.\nEngines alternate "
-                    "over --rounds rounds and medians are reported; the thread count and\n"
-                    "malloc settings are printed with the table. Run it on a quiet machine.",
+                    "TorchScript,\nPyTorch static INT8 (FX graph mode, x86 engine), ONNX "
+                    "Runtime FP32 and ONNX Runtime\nstatic INT8: batch-1 latency (p50, p95), "
+                    "throughput at batch 256 and 1000, the memory\na batch-1000 call adds, "
+                    "file size and test accuracy. The INT8 engines calibrate on 512\ntraining "
+                    "images (--data-dir).\nEngines alternate over --rounds rounds and medians are "
+                    "reported; the thread count and\nmalloc settings are printed with the "
+                    "table. Run it on a quiet machine.",
         epilog="Example: cnnlab bench runs/fast --json")
     p.add_argument("checkpoint", metavar="CHECKPOINT",
                    help="run directory, checkpoint, or `default` (the packaged MNIST model)")

@@ -1,4 +1,4 @@
-"""``cnnlab quantize CHECKPOINT --method static|dynamic --out PATH``: INT8 ONNX."""
+"""``cnnlab quantize CHECKPOINT --method static|dynamic|qat --out PATH``: INT8 ONNX."""
 
 from __future__ import annotations
 
@@ -16,14 +16,22 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
                     "activation ranges\n           calibrated on --calibration training "
                     "images (needs the training data)\n"
                     "  dynamic  INT8 weights, activations quantised at run time; no "
-                    "calibration data",
-        epilog="Example: cnnlab quantize runs/fast --out fast-int8.onnx")
+                    "calibration data\n"
+                    "  qat      quantisation-aware training, for when static loses accuracy: "
+                    "fine-tune the\n           model for --epochs on up to 10,000 training "
+                    "images with INT8 rounding\n           simulated, then quantise it like "
+                    "static (needs the training data; slower)",
+        epilog="Examples:\n  cnnlab quantize runs/fast --out fast-int8.onnx\n"
+               "  cnnlab quantize runs/fast --method qat --epochs 2 --out fast-qat.onnx")
     p.add_argument("checkpoint", metavar="CHECKPOINT",
                    help="run directory, checkpoint, or `default` (the packaged MNIST model)")
-    p.add_argument("--method", choices=["static", "dynamic"], default="static",
-                   help="default: static")
+    p.add_argument("--method", choices=["static", "dynamic", "qat"], default="static",
+                   help="default: static; try qat when static loses accuracy")
     p.add_argument("--calibration", type=int, default=512, metavar="N",
-                   help="static: calibration images from the training split (default: 512)")
+                   help="static, qat: calibration images from the training split "
+                        "(default: 512)")
+    p.add_argument("--epochs", type=int, default=None, metavar="N",
+                   help="qat: epochs of quantisation-aware training (default: 1)")
     p.add_argument("--out", required=True, metavar="PATH", help="the INT8 .onnx file to write")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="where the model's dataset is (default: the run's)")
@@ -34,15 +42,25 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
 def run(args: argparse.Namespace) -> int:
     from cnnlab.cli._util import print_json
     from cnnlab.deploy.quantize import quantize_model
+    from cnnlab.errors import ConfigError
 
+    if args.epochs is not None and args.method != "qat":
+        raise ConfigError(f"--epochs applies to --method qat only (got --method {args.method})")
     r = quantize_model(args.checkpoint, args.out, method=args.method,
-                       calibration=args.calibration, data_dir=args.data_dir)
+                       calibration=args.calibration, data_dir=args.data_dir,
+                       qat_epochs=1 if args.epochs is None else args.epochs,
+                       progress=not args.quiet)
     if args.json:
         print_json(r)
         return 0
     t = r["timing"]
     acc = (f"accuracy {r['accuracy_fp32']:.2%} -> {r['accuracy_int8']:.2%} "
            f"({r['accuracy_change_points']:+.2f} points), " if "accuracy_int8" in r else "")
+    if r["method"] == "qat":
+        tuned = (f", fine-tuned FP32 {r['accuracy_qat_fp32']:.2%}"
+                 if "accuracy_qat_fp32" in r else "")
+        print(f"quantisation-aware training: {r['qat_epochs']} epoch(s) on {r['qat_images']:,} "
+              f"training images, lr {r['qat_lr']:g}, {r['qat_time_s']:.1f} s{tuned}")
     print(f"wrote {r['out']} (INT8 {r['method']}): {acc}top-1 agreement "
           f"{r['top1_agreement']:.2%} on {r['checked_on']}\n"
           f"size {r['fp32_bytes'] / 1e3:.0f} kB -> {r['int8_bytes'] / 1e3:.0f} kB "

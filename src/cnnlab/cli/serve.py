@@ -24,8 +24,9 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
                    help="run directory, checkpoint, or `default` (default: default)")
     p.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
     p.add_argument("--port", type=int, default=8000, help="default: 8000")
-    p.add_argument("--engine", choices=["auto", "torch", "onnx"], default="auto",
-                   help="what runs the model (default: auto, the faster at batch 1)")
+    p.add_argument("--engine", choices=["auto", "torch", "onnx", "int8"], default="auto",
+                   help="what runs the model: torch, onnx (FP32), int8 (see `cnnlab predict "
+                        "--help`) or auto, the fastest available at batch 1 (default: auto)")
     p.add_argument("--max-batch-size", type=int, default=32,
                    help="images run together from concurrent requests (default: 32)")
     p.add_argument("--max-batch-delay-ms", type=float, default=0.0,

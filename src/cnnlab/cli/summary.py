@@ -15,7 +15,8 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
                        epilog="Example: cnnlab summary paper-cnn --input 3x224x224 "
                               "(reproduces the paper's Table II)")
     p.add_argument("model", metavar="NAME_OR_CHECKPOINT",
-                   help="a model name (see `cnnlab models`) or a checkpoint/run directory")
+                   help="a model name (see `cnnlab models`), a checkpoint/run directory, or "
+                        "`default` (the packaged MNIST model)")
     p.add_argument("--input", default=None, metavar="CxHxW",
                    help="input shape, e.g. 1x28x28 or 3x224x224 (default: 1x28x28, or the "
                         "checkpoint's input)")
@@ -30,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from cnnlab.models import MODELS, create_model
     from cnnlab.models.summary import format_summary, summarize
 
-    if args.model not in MODELS and (Path(args.model).exists() or args.model.endswith(".pt")):
+    if args.model not in MODELS and (Path(args.model).exists() or args.model.endswith(".pt")
+                                     or args.model == "default"):
         from cnnlab.api import load
 
         model = load(args.model).classifier

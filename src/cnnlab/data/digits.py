@@ -139,12 +139,13 @@ def _no_ink(detail: str) -> DataError:
     )
 
 
-def _already_mnist_form(grey: np.ndarray) -> bool:
+def _already_mnist_form(grey: np.ndarray, top: float = 1.0) -> bool:
     """A 28x28 image that is already white ink on a mostly black background, dark along the
-    edges (an MNIST image, or one this function made): taken as it is."""
+    edges (an MNIST image, or one this function made): taken as it is. ``top`` is white
+    (1.0 for floats, 255 for uint8)."""
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    return (float(border.mean()) < 0.05 and float(grey.mean()) < 0.35
-            and float(grey.max()) - float(grey.min()) >= _MIN_CONTRAST)
+    return (float(border.mean()) < 0.05 * top and float(grey.mean()) < 0.35 * top
+            and float(grey.max()) - float(grey.min()) >= _MIN_CONTRAST * top)
 
 
 def to_mnist_form(image: Image.Image | np.ndarray) -> np.ndarray:
@@ -160,6 +161,11 @@ def to_mnist_form(image: Image.Image | np.ndarray) -> np.ndarray:
     Raises:
         DataError: the input is not an image, or no ink stands out from the background.
     """
+    if (isinstance(image, Image.Image) and image.mode == "L" and image.size == (28, 28)
+            and "transparency" not in image.info):
+        raw = np.asarray(image)  # the common case of a service: an MNIST-form 8-bit PNG
+        if _already_mnist_form(raw, 255.0):
+            return raw.copy()  # what the float path below returns for it, without the floats
     grey = _greyscale(_as_float(image))
     h, w = grey.shape
     if (h, w) == (28, 28) and _already_mnist_form(grey):

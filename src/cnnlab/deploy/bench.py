@@ -1,11 +1,12 @@
 """``cnnlab bench``: one model on every inference engine, measured in one run.
 
 Engines: PyTorch eager, eager with channels_last, ``torch.compile``, TorchScript (traced and
-frozen), ONNX Runtime FP32 and ONNX Runtime static INT8. For each: batch-1 latency (p50, p95),
-throughput at batch 256 and 1000, the memory a batch-1000 call adds to the process (resident
-set), the file size a deployment ships, and accuracy on the model's test split. Engines are
-measured alternately over several rounds and the medians reported, so a noisy neighbour on a
-shared machine hits all of them alike.
+frozen), PyTorch's own static INT8 (FX graph mode, x86 engine), ONNX Runtime FP32 and ONNX
+Runtime static INT8. For each: batch-1 latency (p50, p95), throughput at batch 256 and 1000,
+the memory a batch-1000 call adds to the process (resident set), the file size a deployment
+ships, and accuracy on the model's test split. Engines are measured alternately over several
+rounds and the medians reported, so a noisy neighbour on a shared machine hits all of them
+alike.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from cnnlab.errors import ConfigError
 
 __all__ = ["ENGINES", "bench_model"]
 
-ENGINES = ("eager", "channels_last", "compile", "torchscript", "ort-fp32", "ort-int8")
+ENGINES = ("eager", "channels_last", "compile", "torchscript", "torch-int8", "ort-fp32",
+           "ort-int8")
+
+_CALIBRATION = 512  # training images the INT8 engines calibrate activation ranges on
 
 
 def _status_mb(field: str) -> float | None:
@@ -75,13 +79,24 @@ def _build(name: str, model: Any, source: str | Path, tmp: Path, data_dir: str |
             path = tmp / "model.ts"
             torch.jit.save(ts, str(path))
         return _torch_engine(ts), path.stat().st_size
+    if name == "torch-int8":
+        import io
+
+        from cnnlab.deploy.quantize import _calibration_images
+        from cnnlab.deploy.torch_int8 import quantize_torch
+
+        calib = _calibration_images(model, data_dir, _CALIBRATION)  # uint8, normalised inside
+        q = quantize_torch(base, calib)
+        buf = io.BytesIO()  # what it ships: the quantised state_dict (code rebuilds the graph)
+        torch.save(q.state_dict(), buf)
+        return _torch_engine(q), buf.getbuffer().nbytes
     if name == "ort-fp32":
         path = export_onnx(model, tmp / "fp32.onnx")
     else:
         from cnnlab.deploy.quantize import quantize_model
 
         path = tmp / "int8.onnx"
-        quantize_model(source, path, data_dir=data_dir)
+        quantize_model(source, path, calibration=_CALIBRATION, data_dir=data_dir)
     onnx_model = load_onnx(path)
     return (lambda x: torch.from_numpy(onnx_model(x.numpy()))), path.stat().st_size
 

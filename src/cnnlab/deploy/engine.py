@@ -1,11 +1,22 @@
-"""Which engine runs a checkpoint at prediction time: PyTorch, or ONNX Runtime.
+"""Which engine runs a checkpoint at prediction time: PyTorch, ONNX Runtime, or ONNX Runtime
+on an INT8 quantisation of the model.
 
 ``onnx`` exports the checkpoint once (with the parity check of ``cnnlab export``) into the
 engine cache, ``$CNNLAB_ENGINE_CACHE`` or ``~/.cache/cnnlab/engines``, keyed by the SHA-256 of
-the checkpoint file, and runs it with ONNX Runtime from then on. ``auto`` also measures both
-engines at batch 1 the first time a checkpoint is loaded and remembers the faster one in the
-same cache; on this machine ONNX Runtime was 4-5x faster at batch 1 for the MNIST models
-(``cnnlab bench``).
+the checkpoint file, and runs it with ONNX Runtime from then on.
+
+``int8`` runs a static INT8 quantisation of the checkpoint: the file next to the checkpoint
+(``model.int8.onnx`` beside ``model.pt``, as ``cnnlab quantize`` writes it and as the packaged
+default model ships it) or one in the cache, made on first use from the training data. An INT8
+file is used only when its metadata names the checkpoint's SHA-256 and records that it kept
+the test accuracy within ``INT8_MAX_DROP_POINTS`` (0.1 point) of FP32 (or, without labelled
+test data, agreed with FP32 on at least 99 % of the top-1 classes).
+
+``auto`` measures the engines available at batch 1 the first time a checkpoint is loaded and
+remembers the fastest in the cache: PyTorch and the FP32 export always, the INT8 file when a
+usable one exists (``auto`` never quantises by itself). On this machine ONNX Runtime was 4-5x
+faster than PyTorch at batch 1 for the MNIST models, and INT8 about 2x faster than FP32 for the
+default residual CNN (``cnnlab bench``).
 """
 
 from __future__ import annotations
@@ -20,11 +31,14 @@ from typing import Any
 
 import torch
 
-from cnnlab.errors import ConfigError
+from cnnlab.errors import ConfigError, ExportError
 
-__all__ = ["ENGINES", "cache_dir", "onnx_engine", "pick_engine"]
+__all__ = ["ENGINES", "INT8_MAX_DROP_POINTS", "cache_dir", "int8_engine", "int8_gate",
+           "onnx_engine", "pick_engine", "usable_int8"]
 
-ENGINES = ("torch", "onnx", "auto")
+ENGINES = ("torch", "onnx", "int8", "auto")
+INT8_MAX_DROP_POINTS = 0.1  # the accuracy an INT8 engine may lose against FP32
+INT8_MIN_AGREEMENT = 0.99  # top-1 agreement asked of it where no labels were available
 
 
 def cache_dir() -> Path:
@@ -32,15 +46,19 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "cnnlab" / "engines"
 
 
-def _key(checkpoint: Path) -> str:
+def checkpoint_sha256(checkpoint: str | Path) -> str:
     h = hashlib.sha256()
-    with checkpoint.open("rb") as f:
+    with Path(checkpoint).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()[:32]
+    return h.hexdigest()
 
 
-def onnx_engine(checkpoint: str | Path) -> Any:
+def _key(checkpoint: Path) -> str:
+    return checkpoint_sha256(checkpoint)[:32]
+
+
+def onnx_engine(checkpoint: str | Path, *, spinning: bool = True) -> Any:
     """The checkpoint's ONNX export from the cache (made and parity-checked on first use).
 
     Raises:
@@ -52,11 +70,93 @@ def onnx_engine(checkpoint: str | Path) -> Any:
     onnx_path = cache_dir() / f"{_key(path)}.onnx"
     if not onnx_path.is_file():
         export_model(path, onnx_path, limit=1000)
-    return load_onnx(onnx_path)
+    return load_onnx(onnx_path, spinning=spinning)
+
+
+def int8_gate(quantization: dict[str, Any]) -> str | None:
+    """Why an INT8 model with this ``quantization`` record may not stand in for FP32, or
+    None when it may."""
+    change = quantization.get("accuracy_change_points")
+    if change is not None:
+        if change < -INT8_MAX_DROP_POINTS:
+            return (f"it lost {-change:.2f} points of test accuracy (at most "
+                    f"{INT8_MAX_DROP_POINTS} allowed)")
+        return None
+    agreement = quantization.get("top1_agreement")
+    if agreement is None:
+        return "its metadata records no parity check"
+    if agreement < INT8_MIN_AGREEMENT:
+        return (f"it agreed with FP32 on only {100 * agreement:.2f} % of the top-1 classes "
+                f"(at least {100 * INT8_MIN_AGREEMENT:.0f} % asked)")
+    return None
+
+
+def _int8_record(path: Path) -> dict[str, Any] | None:
+    """The ``quantization`` record of an INT8 file written by ``cnnlab quantize``."""
+    import onnx
+
+    try:
+        props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        record = json.loads(props["cnnlab"]).get("quantization")
+    except Exception:  # unreadable or foreign: not usable, and not ours to complain about
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def usable_int8(checkpoint: str | Path) -> Path | None:
+    """An INT8 file made from ``checkpoint`` that passed the accuracy gate: next to the
+    checkpoint (``<stem>.int8.onnx``) or in the engine cache; None when there is none."""
+    path = Path(checkpoint)
+    sha = checkpoint_sha256(path)
+    for candidate in (path.with_name(f"{path.stem}.int8.onnx"),
+                      cache_dir() / f"{sha[:32]}.int8.onnx"):
+        if candidate.is_file():
+            record = _int8_record(candidate)
+            if record and record.get("checkpoint_sha256") == sha and int8_gate(record) is None:
+                return candidate
+    return None
+
+
+def int8_engine(checkpoint: str | Path, *, data_dir: str | None = None,
+                spinning: bool = True) -> Any:
+    """The checkpoint's INT8 model: a usable file (see :func:`usable_int8`), or one quantised
+    into the cache now, with calibration images from the training data.
+
+    Raises:
+        ExportError: no calibration data, or the quantised model fails the accuracy gate.
+    """
+    from cnnlab.deploy.onnx import load_onnx
+    from cnnlab.deploy.quantize import quantize_model
+
+    path = Path(checkpoint)
+    found = usable_int8(path)
+    if found is None:
+        target = cache_dir() / f"{_key(path)}.int8.onnx"
+        report = quantize_model(path, target, method="static", data_dir=data_dir)
+        why = int8_gate(report)
+        if why is not None:
+            target.unlink(missing_ok=True)
+            raise ExportError(
+                f"the INT8 quantisation of {path} is not used: {why}; run it with --engine onnx, "
+                "or try `cnnlab quantize --method qat`")
+        found = target
+    return load_onnx(found, spinning=spinning)
+
+
+def _median_ms(run: Any) -> float:
+    for _ in range(5):
+        run()
+    ts = []
+    for _ in range(30):
+        t0 = time.perf_counter()
+        run()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts) * 1000
 
 
 def pick_engine(model: Any, requested: str) -> str:
-    """``torch`` or ``onnx`` for ``model`` (a :class:`cnnlab.api.Model` loaded from a file).
+    """``torch``, ``onnx`` or ``int8`` for ``model`` (a :class:`cnnlab.api.Model` loaded from
+    a file).
 
     Raises:
         ConfigError: an unknown engine name.
@@ -72,24 +172,30 @@ def pick_engine(model: Any, requested: str) -> str:
     except ImportError:
         return "torch"
     path = Path(model.path)
+    int8_path = usable_int8(path)
     record = cache_dir() / f"{_key(path)}.json"
     if record.is_file():
-        return json.loads(record.read_text())["engine"]
-    onnx_model = onnx_engine(path)
+        try:
+            known = json.loads(record.read_text())
+        except ValueError:
+            known = {}
+        # measured with the same INT8 file on hand (or none): the choice still holds
+        if known.get("engine") in ENGINES and known.get("int8") == (
+                str(int8_path) if int8_path else None):
+            return str(known["engine"])
+    from cnnlab.deploy.onnx import load_onnx
+
     x = torch.randn(1, *model.input_spec.shape)
-    timings = {}
+    runs = {"torch": lambda: model.classifier(x)}
+    fp32 = onnx_engine(path)
+    runs["onnx"] = lambda: fp32(x.numpy())
+    if int8_path is not None:
+        int8 = load_onnx(int8_path)
+        runs["int8"] = lambda: int8(x.numpy())
     with torch.inference_mode():
-        for name, run in (("torch", lambda: model.classifier(x)),
-                          ("onnx", lambda: onnx_model(x.numpy()))):
-            for _ in range(5):
-                run()
-            ts = []
-            for _ in range(30):
-                t0 = time.perf_counter()
-                run()
-                ts.append(time.perf_counter() - t0)
-            timings[name] = statistics.median(ts) * 1000
+        timings = {name: _median_ms(run) for name, run in runs.items()}
     engine = min(timings, key=timings.__getitem__)
     record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"engine": engine, "batch1_ms": timings}) + "\n")
+    record.write_text(json.dumps({"engine": engine, "batch1_ms": timings,
+                                  "int8": str(int8_path) if int8_path else None}) + "\n")
     return engine

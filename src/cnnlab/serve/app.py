@@ -46,6 +46,12 @@ from cnnlab.errors import CnnlabError
 
 __all__ = ["ServeSettings", "create_app"]
 
+try:
+    from orjson import dumps as _dumps
+except ImportError:  # orjson comes with cnnlab[serve]; the standard library does the same job
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":")).encode()
+
 LATENCY_BUCKETS_MS = (0.5, 1, 2, 5, 10, 25, 50, 100, 250, 1000)
 
 
@@ -288,14 +294,14 @@ def create_app(settings: ServeSettings | None = None) -> Any:
 
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+    from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from cnnlab.api import load
     from cnnlab.data import read_image
 
     s = settings or ServeSettings()
-    model = load(s.checkpoint, engine=s.engine)
+    model = load(s.checkpoint, engine=s.engine, spinning=False)
     version = _version(model.path)
     from cnnlab.serve.store import DuplicateFeedback, Feedback, FeedbackStore, png_bytes
 
@@ -481,7 +487,8 @@ def create_app(settings: ServeSettings | None = None) -> Any:
         out = answer(probs, (time.perf_counter() - t0) * 1000, x)
         if request.query_params.get("include_input") in ("1", "true"):
             out["input"] = x[0].tolist() if model.input_spec.channels == 1 else None
-        return JSONResponse(out)  # plain JSON types: skip FastAPI's jsonable_encoder
+        # plain JSON types: skip FastAPI's jsonable_encoder, and encode with orjson if present
+        return Response(_dumps(out), media_type="application/json")
 
     @app.post("/v1/predict/batch")
     async def predict_batch(request: Request) -> dict[str, Any]:
@@ -559,7 +566,7 @@ def create_app(settings: ServeSettings | None = None) -> Any:
             path = entry["path"]
         try:
             new = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: load(path, engine=s.engine))
+                None, lambda: load(path, engine=s.engine, spinning=False))
         except CnnlabError as e:
             raise ClientError(422, "bad_model", str(e)) from e
         model, version = new, _version(new.path)  # requests from now on use the new model
