@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -57,6 +58,42 @@ def _wait(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
         except OSError:
             time.sleep(0.2)
     sys.exit("server did not start")
+
+
+def _cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system, all threads) a process has used; None off Linux."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _batches(port: int) -> tuple[float, float]:
+    """(batches run, images in them) from the service's /metrics."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    c.request("GET", "/metrics")
+    text = c.getresponse().read().decode()
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                  if line.startswith(("cnnlab_batches_total", "cnnlab_batched_images_total")))
+    return float(values["cnnlab_batches_total"]), float(values["cnnlab_batched_images_total"])
+
+
+def _measure(port: int, pid: int, body: bytes, concurrency: int, requests: int,
+             seconds: float, batches: bool) -> dict:
+    """_load, plus the server's and this process's CPU time per request and, for cnnlab,
+    the mean inference batch size."""
+    server0, client0 = _cpu_s(pid), time.process_time()
+    b0 = _batches(port) if batches else None
+    r = _load(port, body, concurrency, requests, seconds)
+    server1, client1 = _cpu_s(pid), time.process_time()
+    if server0 is not None and server1 is not None:
+        r["server_cpu_us_per_request"] = round(1e6 * (server1 - server0) / r["requests"])
+    r["client_cpu_us_per_request"] = round(1e6 * (client1 - client0) / r["requests"])
+    if b0 is not None:
+        b1 = _batches(port)
+        r["mean_batch_size"] = round((b1[1] - b0[1]) / max(b1[0] - b0[0], 1), 1)
+    return r
 
 
 def _load(port: int, body: bytes, concurrency: int, requests: int, seconds: float) -> dict:
@@ -102,7 +139,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default="default")
     p.add_argument("--engine", default="auto")
-    p.add_argument("--requests", type=int, default=2000, help="per concurrency level")
+    p.add_argument("--requests", type=int, default=4000, help="per concurrency level")
     p.add_argument("--seconds", type=float, default=10.0, help="per concurrency level")
     p.add_argument("--data-dir", default="data")
     p.add_argument("--photo", action="store_true",
@@ -125,7 +162,7 @@ def main() -> None:
         buf = io.BytesIO()
         Image.fromarray(digit.numpy()).save(buf, format="PNG")
         body = buf.getvalue()
-    servers = {}
+    servers: dict[str, tuple[int, int]] = {}  # name: (port, pid)
     procs = []
     try:
         port = _port()
@@ -135,20 +172,21 @@ def main() -> None:
              "--feedback-db", "sqlite:///runs/bench-serve/feedback.db", "-q"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         _wait(port, procs[-1])
-        servers["cnnlab"] = port
+        servers["cnnlab"] = (port, procs[-1].pid)
         port = _port()
         procs.append(subprocess.Popen(
             [sys.executable, "-c", CEILING_APP + "\nimport uvicorn\nuvicorn.run(app, host="
              f"'127.0.0.1', port={port}, log_level='warning')"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         _wait(port, procs[-1])
-        servers["empty endpoint"] = port
+        servers["empty endpoint"] = (port, procs[-1].pid)
         results: dict[str, dict] = {}
         for c in (1, 8, 32):
-            for port in servers.values():  # warm-up, then the measurement
+            for port, _ in servers.values():  # warm-up, then the measurement
                 _load(port, body, c, 50, 5)
-            level = {name: _load(port, body, c, args.requests, args.seconds)
-                     for name, port in servers.items()}
+            level = {name: _measure(port, pid, body, c, args.requests, args.seconds,
+                                    batches=name == "cnnlab")
+                     for name, (port, pid) in servers.items()}
             level["ratio_to_ceiling"] = round(level["cnnlab"]["requests_per_s"]
                                               / level["empty endpoint"]["requests_per_s"], 2)
             results[f"concurrency {c}"] = level

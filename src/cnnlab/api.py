@@ -121,11 +121,14 @@ class Model:
         """Class probabilities (N, num_classes) for a batch of images."""
         from cnnlab.evaluate.inference import predict_logits
 
-        if isinstance(images, torch.Tensor) and images.dim() == 4:
+        spec = self.input_spec
+        if (isinstance(images, torch.Tensor) and images.dtype == torch.uint8
+                and tuple(images.shape[1:]) == spec.shape and images.device.type == "cpu"):
+            batch = images  # already model input: nothing to convert
+        elif isinstance(images, torch.Tensor) and images.dim() == 4:
             batch = torch.stack([self._array_input(x) for x in images])
         else:
             batch = torch.stack([self.to_input(im) for im in images])
-        spec = self.input_spec
         if self.onnx is not None:
             logits = self.onnx.predict_logits(batch, batch_size=256)
         else:
@@ -153,15 +156,16 @@ class Model:
 
 
 def load(path: str | Path, *, device: str | torch.device = "cpu",
-         engine: str = "torch", spinning: bool = True) -> Model:
+         engine: str = "torch", spinning: bool = True, threads: int = 0) -> Model:
     """Load a checkpoint file, or a run directory's ``model.pt``, as a :class:`Model`.
 
     ``engine`` picks what runs ``predict``: ``torch``, ``onnx`` (ONNX Runtime, exported once
     into a cache and parity-checked), ``int8`` (ONNX Runtime on the model's INT8
     quantisation, accepted only within 0.1 point of FP32 accuracy), or ``auto`` (the fastest
     available at batch 1, measured the first time and remembered; see
-    :mod:`cnnlab.deploy.engine`). ``spinning=False`` lets ONNX Runtime's idle threads sleep
-    (what a service wants).
+    :mod:`cnnlab.deploy.engine`). For ONNX Runtime, ``threads`` sets its threads per run (0:
+    its default, one per core) and ``spinning=False`` lets its idle threads sleep (what a
+    service wants).
 
     Raises:
         CheckpointError: missing, corrupt or incompatible checkpoint.
@@ -186,9 +190,9 @@ def load(path: str | Path, *, device: str | torch.device = "cpu",
 
         chosen = pick_engine(model, engine)
         if chosen == "onnx":
-            model.onnx = onnx_engine(ckpt["path"], spinning=spinning)
+            model.onnx = onnx_engine(ckpt["path"], spinning=spinning, threads=threads)
         elif chosen == "int8":
-            model.onnx = int8_engine(ckpt["path"], spinning=spinning)
+            model.onnx = int8_engine(ckpt["path"], spinning=spinning, threads=threads)
         model.engine_name = chosen
     return model
 

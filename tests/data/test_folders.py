@@ -133,13 +133,17 @@ def test_decompression_bomb_is_a_data_error(monkeypatch, side):
         read_image(data)
 
 
-def test_exif_orientation_is_applied():
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_exif_orientation_is_applied(fmt: str):
     image = Image.new("L", (20, 10))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees when displayed
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", exif=exif)
+    image.save(buffer, format=fmt, exif=exif)
     assert read_image(buffer.getvalue()).size == (10, 20)
+    plain = io.BytesIO()  # no EXIF: taken as it is
+    image.save(plain, format=fmt)
+    assert read_image(plain.getvalue()).size == (20, 10)
 
 
 def test_image_to_array_modes():

@@ -49,3 +49,27 @@ def test_concurrent_requests_are_batched(server: str, png: bytes) -> None:
     assert status == 400 and body["error"]["type"] == "bad_image"
     with urllib.request.urlopen(f"{server}/v1/model", timeout=10) as r:
         assert json.loads(r.read())["engine"] == "onnx"
+
+
+def test_chunked_bodies_are_held_to_the_limit(server: str, png: bytes) -> None:
+    import http.client
+    from urllib.parse import urlsplit
+
+    host = urlsplit(server)
+
+    def chunked(parts: list[bytes]) -> tuple[int, dict]:
+        conn = http.client.HTTPConnection(host.hostname, host.port, timeout=30)
+        conn.request("POST", "/v1/predict", body=iter(parts), encode_chunked=True,
+                     headers={"content-type": "image/png", "transfer-encoding": "chunked"})
+        r = conn.getresponse()
+        out = r.status, json.loads(r.read())
+        conn.close()
+        return out
+
+    status, body = chunked([png[:40], png[40:]])  # no content-length: read in pieces
+    assert status == 200 and body["label"]
+    status, body = chunked([b"\0" * (1 << 20)] * 11)  # 11 MB over the default 10 MB
+    assert status == 413 and body["error"]["type"] == "payload_too_large"
+    with urllib.request.urlopen(f"{server}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    assert 'cnnlab_requests_total{path="/v1/predict",status="413"} 1' in text

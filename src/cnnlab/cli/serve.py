@@ -27,6 +27,9 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
     p.add_argument("--engine", choices=["auto", "torch", "onnx", "int8"], default="auto",
                    help="what runs the model: torch, onnx (FP32), int8 (see `cnnlab predict "
                         "--help`) or auto, the fastest available at batch 1 (default: auto)")
+    p.add_argument("--engine-threads", type=int, default=1, metavar="N",
+                   help="ONNX Runtime threads per batch (default: 1, which leaves the other "
+                        "cores to request handling; 0: one per core)")
     p.add_argument("--max-batch-size", type=int, default=32,
                    help="images run together from concurrent requests (default: 32)")
     p.add_argument("--max-batch-delay-ms", type=float, default=0.0,
@@ -46,11 +49,13 @@ def run(args: argparse.Namespace) -> int:
     from cnnlab.errors import ConfigError
     from cnnlab.serve.app import ServeSettings, create_app
 
-    if args.max_batch_size < 1 or args.max_batch_delay_ms < 0 or args.max_body_mb <= 0:
-        raise ConfigError("--max-batch-size must be >= 1, --max-batch-delay-ms >= 0 and "
-                          "--max-body-mb > 0")
+    if (args.max_batch_size < 1 or args.max_batch_delay_ms < 0 or args.max_body_mb <= 0
+            or args.engine_threads < 0):
+        raise ConfigError("--max-batch-size must be >= 1, --max-batch-delay-ms >= 0, "
+                          "--max-body-mb > 0 and --engine-threads >= 0")
     app = create_app(ServeSettings(
-        checkpoint=args.checkpoint, engine=args.engine, max_batch_size=args.max_batch_size,
+        checkpoint=args.checkpoint, engine=args.engine, engine_threads=args.engine_threads,
+        max_batch_size=args.max_batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024), feedback_url=args.feedback_db))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet

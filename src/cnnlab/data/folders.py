@@ -71,6 +71,9 @@ def read_image(
                     f"the limit of {max_pixels:,}; scale it down first"
                 )
             image.load()
+            if image.format in ("PNG", "JPEG", "BMP") and not any(
+                    key in image.info for key in ("exif", "Raw profile type exif")):
+                return image  # no orientation tag to apply: already upright, and loaded
             return ImageOps.exif_transpose(image)  # a loaded copy, independent of the file
     except DataError:
         raise

@@ -58,7 +58,7 @@ def _key(checkpoint: Path) -> str:
     return checkpoint_sha256(checkpoint)[:32]
 
 
-def onnx_engine(checkpoint: str | Path, *, spinning: bool = True) -> Any:
+def onnx_engine(checkpoint: str | Path, *, spinning: bool = True, threads: int = 0) -> Any:
     """The checkpoint's ONNX export from the cache (made and parity-checked on first use).
 
     Raises:
@@ -70,7 +70,7 @@ def onnx_engine(checkpoint: str | Path, *, spinning: bool = True) -> Any:
     onnx_path = cache_dir() / f"{_key(path)}.onnx"
     if not onnx_path.is_file():
         export_model(path, onnx_path, limit=1000)
-    return load_onnx(onnx_path, spinning=spinning)
+    return load_onnx(onnx_path, spinning=spinning, threads=threads)
 
 
 def int8_gate(quantization: dict[str, Any]) -> str | None:
@@ -118,7 +118,7 @@ def usable_int8(checkpoint: str | Path) -> Path | None:
 
 
 def int8_engine(checkpoint: str | Path, *, data_dir: str | None = None,
-                spinning: bool = True) -> Any:
+                spinning: bool = True, threads: int = 0) -> Any:
     """The checkpoint's INT8 model: a usable file (see :func:`usable_int8`), or one quantised
     into the cache now, with calibration images from the training data.
 
@@ -140,7 +140,7 @@ def int8_engine(checkpoint: str | Path, *, data_dir: str | None = None,
                 f"the INT8 quantisation of {path} is not used: {why}; run it with --engine onnx, "
                 "or try `cnnlab quantize --method qat`")
         found = target
-    return load_onnx(found, spinning=spinning)
+    return load_onnx(found, spinning=spinning, threads=threads)
 
 
 def _median_ms(run: Any) -> float:

@@ -175,6 +175,9 @@ class OnnxModel:
         self.mean = np.asarray(spec["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
         self.std = np.asarray(spec["std"], dtype=np.float32).reshape(1, -1, 1, 1)
         self.classes: list[str] = self.metadata["classes"]
+        # uint8 -> (x / 255 - mean) / std as one multiply-add
+        self._scale = (1.0 / (255.0 * self.std)).astype(np.float32)
+        self._shift = (-self.mean / self.std).astype(np.float32)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Logits for normalised float32 input ``(N, C, H, W)``."""
@@ -182,11 +185,21 @@ class OnnxModel:
 
     def predict_logits(self, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
         """Logits (float32 tensor) for uint8 ``images`` (N, C, H, W), normalised as trained."""
+        return torch.from_numpy(self.logits_uint8(images.numpy(), batch_size))
+
+    def logits_uint8(self, pixels: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """Logits (float32 array) for uint8 ``pixels`` (N, C, H, W), normalised as trained;
+        numpy only (no PyTorch operator, whose thread pool would wake up for the tiny
+        tensors of a service's batches)."""
         out = []
-        for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size].numpy().astype(np.float32) / 255.0
-            out.append(self((x - self.mean) / self.std))
-        return torch.from_numpy(np.concatenate(out)) if out else torch.empty(0)
+        for i in range(0, len(pixels), batch_size):
+            x = pixels[i:i + batch_size].astype(np.float32)
+            x *= self._scale
+            x += self._shift
+            out.append(self(x))
+        if not out:
+            return np.empty((0, len(self.classes)), np.float32)
+        return out[0] if len(out) == 1 else np.concatenate(out)
 
 
 def load_onnx(path: str | Path, *, threads: int = 0, spinning: bool = True) -> OnnxModel:
