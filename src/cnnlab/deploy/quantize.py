@@ -87,8 +87,8 @@ def _save_finetuned(source: str | Path, weights: torch.nn.Module, path: Path,
     return save_checkpoint(path, payload)
 
 
-def time_onnx(models: dict[str, OnnxModel], shape: tuple[int, ...], *, runs: int = 200,
-              batch: int = 1000, rounds: int = 5) -> dict[str, dict[str, float]]:
+def time_onnx(models: dict[str, OnnxModel], shape: tuple[int, ...], *, runs: int = 1000,
+              batch: int = 1000, rounds: int = 10) -> dict[str, dict[str, float]]:
     """Batch-1 latency percentiles and batch-``batch`` throughput per model, interleaved."""
     rng = np.random.default_rng(0)
     one = rng.standard_normal((1, *shape)).astype(np.float32)
@@ -120,7 +120,7 @@ def time_onnx(models: dict[str, OnnxModel], shape: tuple[int, ...], *, runs: int
 
 def quantize_model(source: str | Path, out: str | Path, *, method: str = "static",
                    calibration: int = 512, data_dir: str | None = None,
-                   per_channel: bool = True, qat_epochs: int = 1, qat_images: int = 10_000,
+                   per_channel: bool = True, qat_epochs: int = 1, qat_images: int = 60_000,
                    qat_lr: float | None = None, progress: bool = False) -> dict[str, Any]:
     """Quantise a checkpoint to an INT8 ONNX file and report how it compares with FP32.
 
