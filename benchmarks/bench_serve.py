@@ -4,8 +4,9 @@ Starts ``cnnlab serve`` (the default model unless --checkpoint) and, as the ceil
 app with one endpoint that returns a constant, both on uvicorn on loopback, each in its own
 process; the load comes from this process with keep-alive connections, bounded in count
 (--requests per level) and time (--seconds per level). At concurrency 1, 8 and 32 it reports
-requests/s and p50/p99 latency for both, and the ratio. It also measures the in-process
-``predict`` latency at batch 1 for the checkpoint.
+requests/s, p50/p99 latency, the CPU time per request of each server and of this load
+generator (from /proc, on Linux), cnnlab's mean inference batch size, and the ratio. It also
+measures the in-process ``predict`` latency at batch 1 for the checkpoint.
 
     python benchmarks/bench_serve.py            # about 1 minute on 2 cores; run it alone
 """

@@ -116,3 +116,24 @@ def test_packaged_default_model_ships_a_usable_int8_file() -> None:
     assert found == path.with_name("model.int8.onnx")
     record = load_onnx(found).metadata["quantization"]
     assert record["accuracy_change_points"] >= -0.1 and record["checked_on"].startswith("mnist")
+
+
+def test_int8_engine_without_training_data_says_how_to_get_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cnnlab.config import resolve_config
+    from cnnlab.errors import ExportError
+    from cnnlab.training.loop import fit
+    from synth import write_image_folder
+
+    monkeypatch.setenv("CNNLAB_ENGINE_CACHE", str(tmp_path / "engines"))
+    write_image_folder(tmp_path / "data" / "train", n_per_class=8, num_classes=2, size=16)
+    cfg = resolve_config({"model": {"name": "convnet", "width": 4},
+                          "data": {"dataset": str(tmp_path / "data"), "image_size": 16,
+                                   "val_fraction": 0.0},
+                          "train": {"epochs": 1, "batch_size": 8, "threads": 1}})
+    fit(cfg, out_dir=tmp_path / "run", progress=False)
+    shutil.rmtree(tmp_path / "data")  # the run moved to a machine without its data
+    with pytest.raises(ExportError, match="cannot make the INT8 engine") as info:
+        cnnlab.load(tmp_path / "run", engine="int8")
+    assert "model.int8.onnx" in str(info.value) and "--engine onnx" in str(info.value)
+    assert not list(cache_dir().glob("*.int8.onnx"))  # nothing half-made left behind

@@ -132,7 +132,19 @@ def int8_engine(checkpoint: str | Path, *, data_dir: str | None = None,
     found = usable_int8(path)
     if found is None:
         target = cache_dir() / f"{_key(path)}.int8.onnx"
-        report = quantize_model(path, target, method="static", data_dir=data_dir)
+        try:
+            report = quantize_model(path, target, method="static", data_dir=data_dir)
+        except ExportError as e:
+            from cnnlab.errors import DataError
+
+            cause = e.__cause__
+            why = (f"quantising it needs its training data, which could not be loaded "
+                   f"({cause})" if isinstance(cause, DataError) else str(e))
+            raise ExportError(
+                f"cannot make the INT8 engine for {path}: {why}. Quantise it where the data "
+                f"is, into {path.with_name(f'{path.stem}.int8.onnx')} (`cnnlab quantize "
+                "CHECKPOINT --data-dir DIR --out THAT_FILE`), or run it with --engine onnx"
+            ) from e
         why = int8_gate(report)
         if why is not None:
             target.unlink(missing_ok=True)
