@@ -137,3 +137,25 @@ def test_int8_engine_without_training_data_says_how_to_get_one(
         cnnlab.load(tmp_path / "run", engine="int8")
     assert "model.int8.onnx" in str(info.value) and "--engine onnx" in str(info.value)
     assert not list(cache_dir().glob("*.int8.onnx"))  # nothing half-made left behind
+
+
+def test_auto_falls_back_to_pytorch_when_the_export_fails(
+        run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import cnnlab.deploy.onnx as onnx_module
+    from cnnlab.errors import ExportError
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise ExportError("cannot export ConvNet to ONNX (opset 17): an unsupported operator")
+
+    monkeypatch.setenv("CNNLAB_ENGINE_CACHE", str(tmp_path / "engines"))
+    monkeypatch.setattr(onnx_module, "export_model", refuse)
+    model = cnnlab.load(run_dir, engine="auto")
+    assert model.engine == "torch" and model.predict_proba(
+        torch.zeros(1, 1, 16, 16, dtype=torch.uint8)).shape == (1, 3)
+    assert "using PyTorch, as ONNX Runtime cannot run" in caplog.text
+    (record,) = cache_dir().glob("*.json")
+    assert "unsupported operator" in json.loads(record.read_text())["onnx_error"]
+    assert cnnlab.load(run_dir, engine="auto").engine == "torch"  # remembered
+    with pytest.raises(ExportError, match="unsupported operator"):
+        cnnlab.load(run_dir, engine="onnx")  # asked for by name: the error stands

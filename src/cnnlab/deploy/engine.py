@@ -14,7 +14,8 @@ test data, agreed with FP32 on at least 99 % of the top-1 classes).
 
 ``auto`` measures the engines available at batch 1 the first time a checkpoint is loaded and
 remembers the fastest in the cache: PyTorch and the FP32 export always, the INT8 file when a
-usable one exists (``auto`` never quantises by itself). On this machine ONNX Runtime was 4-5x
+usable one exists (``auto`` never quantises by itself). A model that cannot be exported runs
+on PyTorch, with a warning that says why. On this machine ONNX Runtime was 4-5x
 faster than PyTorch at batch 1 for the MNIST models, and INT8 about 2x faster than FP32 for the
 default residual CNN (``cnnlab bench``).
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import statistics
 import time
@@ -35,6 +37,8 @@ from cnnlab.errors import ConfigError, ExportError
 
 __all__ = ["ENGINES", "INT8_MAX_DROP_POINTS", "cache_dir", "int8_engine", "int8_gate",
            "onnx_engine", "pick_engine", "usable_int8"]
+
+log = logging.getLogger("cnnlab")
 
 ENGINES = ("torch", "onnx", "int8", "auto")
 INT8_MAX_DROP_POINTS = 0.1  # the accuracy an INT8 engine may lose against FP32
@@ -199,7 +203,14 @@ def pick_engine(model: Any, requested: str) -> str:
 
     x = torch.randn(1, *model.input_spec.shape)
     runs = {"torch": lambda: model.classifier(x)}
-    fp32 = onnx_engine(path)
+    try:
+        fp32 = onnx_engine(path)
+    except ExportError as e:  # PyTorch is the fallback; say why, and remember it
+        log.warning("engine auto: using PyTorch, as ONNX Runtime cannot run %s: %s", path, e)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"engine": "torch", "batch1_ms": {}, "int8": None,
+                                      "onnx_error": str(e)}) + "\n")
+        return "torch"
     runs["onnx"] = lambda: fp32(x.numpy())
     if int8_path is not None:
         int8 = load_onnx(int8_path)
