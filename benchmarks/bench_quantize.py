@@ -83,6 +83,7 @@ def main() -> None:
             "int8_vs_fp32_throughput": r["throughput_speedup"],
             "ort_fp32_vs_eager_throughput_1000": round(
                 t["fp32"]["throughput_images_per_s"] / eager["throughput_images_per_s"], 2),
+            "pytorch_int8": r.get("pytorch_int8"),  # PyTorch's own x86 INT8, for comparison
         }
     print(json.dumps({"machine": machine(), "results": results}, indent=2))
 

@@ -32,6 +32,7 @@ def test_export_and_quantize(run_dir, tmp_path, capsys):
                  str(tmp_path / "q.onnx"), "-q"]) == 0
     out = capsys.readouterr().out
     assert "INT8 static" in out and "smaller" in out and "batch-1 p50" in out
+    assert "PyTorch INT8 (x86), for comparison: accuracy" in out
 
 
 def test_errors(run_dir, tmp_path, capsys):

@@ -82,6 +82,14 @@ def test_quantize(run_dir: Path, tmp_path: Path, method: str) -> None:
     assert set(r["timing"]) == {"fp32", "int8"}
     meta = load_onnx(out).metadata
     assert meta["quantization"]["method"] == method
+    if method == "static":  # PyTorch's own INT8, quantised on the same images, for comparison
+        row = r["pytorch_int8"]
+        assert row["top1_agreement"] >= 0.9 and 0 <= row["accuracy"] <= 1
+        assert 0 < row["bytes"] < r["fp32_bytes"]
+        assert row["latency_ms_p50"] > 0 and row["throughput_images_per_s"] > 0
+        assert set(row["faster_than_ort_int8"]) == {"batch1", "batch1000"}
+    else:
+        assert "pytorch_int8" not in r
 
 
 def test_quantize_errors(run_dir: Path, tmp_path: Path) -> None:
@@ -98,3 +106,17 @@ def test_quantize_errors(run_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="needs calibration images"):
         quantize_model(moved, tmp_path / "q.onnx")
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_quantize_reports_when_pytorch_cannot_quantise(run_dir: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import cnnlab.deploy.torch_int8 as torch_int8
+
+    def refuse(model: object, images: object) -> None:
+        raise ExportError("ConvNet cannot be FX-traced for PyTorch INT8 quantisation")
+
+    monkeypatch.setattr(torch_int8, "quantize_torch", refuse)
+    r = quantize_model(run_dir, tmp_path / "q.onnx", calibration=30)
+    assert r["pytorch_int8"] == {
+        "error": "ConvNet cannot be FX-traced for PyTorch INT8 quantisation"}
+    assert r["top1_agreement"] >= 0.9  # the ONNX Runtime result stands

@@ -74,4 +74,16 @@ def run(args: argparse.Namespace) -> int:
           f"{t['int8']['latency_ms_p50']:.3f} ms ({r['latency_speedup']}x); batch-1000 "
           f"{t['fp32']['throughput_images_per_s']:,.0f} -> "
           f"{t['int8']['throughput_images_per_s']:,.0f} img/s ({r['throughput_speedup']}x)")
+    torch_row = r.get("pytorch_int8")
+    if torch_row and "error" in torch_row:
+        print(f"PyTorch INT8 (x86): not available for this model: {torch_row['error']}")
+    elif torch_row:
+        acc = f"accuracy {torch_row['accuracy']:.2%}, " if "accuracy" in torch_row else ""
+        wins = [f"batch {b}" for b, key in (("1", "batch1"), ("1000", "batch1000"))
+                if torch_row["faster_than_ort_int8"][key]]
+        verdict = (f"faster than ONNX Runtime INT8 at {' and '.join(wins)}" if wins else
+                   "slower than ONNX Runtime INT8 at batch 1 and 1000")
+        print(f"PyTorch INT8 (x86), for comparison: {acc}{torch_row['bytes'] / 1e3:.0f} kB, "
+              f"batch-1 p50 {torch_row['latency_ms_p50']:.3f} ms, batch-1000 "
+              f"{torch_row['throughput_images_per_s']:,.0f} img/s: {verdict}")
     return 0

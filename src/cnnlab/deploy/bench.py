@@ -96,7 +96,8 @@ def _build(name: str, model: Any, source: str | Path, tmp: Path, data_dir: str |
         from cnnlab.deploy.quantize import quantize_model
 
         path = tmp / "int8.onnx"
-        quantize_model(source, path, calibration=_CALIBRATION, data_dir=data_dir)
+        quantize_model(source, path, calibration=_CALIBRATION, data_dir=data_dir,
+                       compare_pytorch=False)  # the torch-int8 engine is a row of its own
     onnx_model = load_onnx(path)
     return (lambda x: torch.from_numpy(onnx_model(x.numpy()))), path.stat().st_size
 

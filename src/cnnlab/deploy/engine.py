@@ -137,7 +137,8 @@ def int8_engine(checkpoint: str | Path, *, data_dir: str | None = None,
     if found is None:
         target = cache_dir() / f"{_key(path)}.int8.onnx"
         try:
-            report = quantize_model(path, target, method="static", data_dir=data_dir)
+            report = quantize_model(path, target, method="static", data_dir=data_dir,
+                                    compare_pytorch=False)
         except ExportError as e:
             from cnnlab.errors import DataError
 
