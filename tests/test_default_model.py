@@ -41,3 +41,27 @@ def test_default_names_it_everywhere(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.chdir(tmp_path)
     (tmp_path / "default").mkdir()
     assert checkpoint_path("default") == Path("default") / "model.pt"
+
+
+def test_mnist_form_inputs_take_the_short_path_and_stay_usable(mnist_dir: Path) -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from cnnlab.data import read_idx
+
+    digits = read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz")[:8]
+    model = cnnlab.load("default")
+    pngs = []
+    for d in digits:
+        buf = io.BytesIO()
+        Image.fromarray(d).save(buf, format="PNG")
+        pngs.append(buf.getvalue())
+    for d, png in zip(digits, pngs, strict=True):
+        x = model.to_input(png)  # no "non-writable array" warning (warnings are errors here)
+        x[0, 0, 0] = x[0, 0, 0]  # and a tensor the caller may write to
+        assert (x.numpy()[0] == d).all()  # an MNIST digit is taken as it is
+        assert (model.input_array(png)[0] == d).all()
+    probs = model.predict_proba(pngs)
+    assert probs.shape == (8, 10) and np.allclose(probs.sum(1).numpy(), 1, atol=1e-5)

@@ -81,23 +81,32 @@ class Model:
             DataError: an unreadable file or an image with no ink (digit models).
             ShapeError: an array that is not (H, W) or (C, H, W) of the model's size.
         """
-        spec = self.input_spec
         if isinstance(image, np.ndarray | torch.Tensor):
             return self._array_input(image)
+        arr = self.input_array(image)
+        return torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+
+    def input_array(self, image: ImageLike) -> np.ndarray:
+        """:meth:`to_input` as a numpy array (C, H, W), uint8, without PyTorch; may be
+        read-only."""
+        spec = self.input_spec
+        if isinstance(image, np.ndarray | torch.Tensor):
+            return self._array_input(image).numpy()
         from PIL import Image
 
         from cnnlab.data import image_to_array, read_image, to_mnist_form
 
         pil = image if isinstance(image, Image.Image) else read_image(image)
         if self.preprocessing.get("kind") == "mnist-digits":
-            arr = to_mnist_form(pil)
+            arr = to_mnist_form(pil, copy=False)
             if (spec.height, spec.width) != arr.shape:
                 arr = np.asarray(Image.fromarray(arr).resize((spec.width, spec.height),
                                                              Image.Resampling.BILINEAR))
-            x = torch.from_numpy(np.ascontiguousarray(arr)).unsqueeze(0)
-            return x.expand(spec.channels, -1, -1).contiguous()
+            if spec.channels == 1:
+                return arr.reshape(1, *arr.shape)
+            return np.repeat(arr[None], spec.channels, axis=0)
         arr = image_to_array(pil, spec.channels, (spec.height, spec.width))
-        return torch.from_numpy(np.array(arr, dtype=np.uint8))  # a writable copy
+        return np.array(arr, dtype=np.uint8)  # a writable copy
 
     def _array_input(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
         spec = self.input_spec

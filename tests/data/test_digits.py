@@ -120,3 +120,30 @@ def test_blank_image_has_no_ink(blank):
 def test_bad_input(bad):
     with pytest.raises(DataError, match="to_mnist_form expects"):
         to_mnist_form(bad)
+
+
+def test_the_8bit_mnist_form_check_agrees_with_the_float_one():
+    from cnnlab.data.digits import _already_mnist_form, _already_mnist_form_8bit
+
+    rng = np.random.default_rng(0)
+    seen = set()
+    for i in range(2000):
+        a = rng.integers(0, 256, (28, 28)).astype(np.uint8)  # noise: not MNIST form
+        if i % 3 == 1:  # dark with a bright block and a stray border pixel: either way
+            a = np.full((28, 28), rng.integers(0, 30), np.uint8)
+            a[10:18, 5:22] = rng.integers(10, 256)
+            a[0, rng.integers(0, 28)] = rng.integers(0, 256)
+        elif i % 3 == 2:  # too little contrast
+            a = np.full((28, 28), rng.integers(0, 200), np.uint8)
+            a[5:20, 5:20] += np.uint8(rng.integers(0, 30))
+        image = Image.fromarray(a)
+        expected = _already_mnist_form(a / 255.0)
+        assert _already_mnist_form_8bit(image, image.tobytes()) == expected, i
+        seen.add(expected)
+    assert seen == {True, False}
+    # and to_mnist_form gives the same array either way
+    digit = np.zeros((28, 28), np.uint8)
+    digit[6:22, 12:16] = 250
+    fast = to_mnist_form(Image.fromarray(digit))
+    assert fast.flags.writeable and (fast == to_mnist_form(digit / 255.0)).all()
+    assert not to_mnist_form(Image.fromarray(digit), copy=False).flags.writeable

@@ -139,16 +139,26 @@ def _no_ink(detail: str) -> DataError:
     )
 
 
-def _already_mnist_form(grey: np.ndarray, top: float = 1.0) -> bool:
+def _already_mnist_form(grey: np.ndarray) -> bool:
     """A 28x28 image that is already white ink on a mostly black background, dark along the
-    edges (an MNIST image, or one this function made): taken as it is. ``top`` is white
-    (1.0 for floats, 255 for uint8)."""
+    edges (an MNIST image, or one this function made): taken as it is."""
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    return (float(border.mean()) < 0.05 * top and float(grey.mean()) < 0.35 * top
-            and float(grey.max()) - float(grey.min()) >= _MIN_CONTRAST * top)
+    return (float(border.mean()) < 0.05 and float(grey.mean()) < 0.35
+            and float(grey.max()) - float(grey.min()) >= _MIN_CONTRAST)
 
 
-def to_mnist_form(image: Image.Image | np.ndarray) -> np.ndarray:
+def _already_mnist_form_8bit(image: Image.Image, raw: bytes) -> bool:
+    """:func:`_already_mnist_form` for a 28x28 8-bit greyscale ``image`` whose bytes are
+    ``raw``, without numpy: a service's common case, where a handful of numpy calls on 784
+    pixels cost more than the whole check (Pillow's extrema, sums over bytes)."""
+    low, high = image.getextrema()
+    if high - low < _MIN_CONTRAST * 255:
+        return False
+    border = raw[:28] + raw[-28:] + raw[::28] + raw[27::28]
+    return sum(border) < 0.05 * 255 * len(border) and sum(raw) < 0.35 * 255 * len(raw)
+
+
+def to_mnist_form(image: Image.Image | np.ndarray, *, copy: bool = True) -> np.ndarray:
     """Convert one digit image (any size, dark-on-light or light-on-dark) to MNIST form.
 
     Args:
@@ -156,16 +166,19 @@ def to_mnist_form(image: Image.Image | np.ndarray) -> np.ndarray:
             uint8 on 0..255 or float on [0, 1].
 
     Returns:
-        uint8 ``(28, 28)``: white ink on black, fitted to 20x20 and centred by mass.
+        uint8 ``(28, 28)``: white ink on black, fitted to 20x20 and centred by mass
+        (read-only when ``copy=False`` and the image was already in that form).
 
     Raises:
         DataError: the input is not an image, or no ink stands out from the background.
     """
     if (isinstance(image, Image.Image) and image.mode == "L" and image.size == (28, 28)
             and "transparency" not in image.info):
-        raw = np.asarray(image)  # the common case of a service: an MNIST-form 8-bit PNG
-        if _already_mnist_form(raw, 255.0):
-            return raw.copy()  # what the float path below returns for it, without the floats
+        raw = image.tobytes()  # the common case of a service: an MNIST-form 8-bit PNG
+        if _already_mnist_form_8bit(image, raw):
+            # what the float path below returns for it, without the floats
+            arr = np.frombuffer(raw, dtype=np.uint8).reshape(28, 28)
+            return arr.copy() if copy else arr
     grey = _greyscale(_as_float(image))
     h, w = grey.shape
     if (h, w) == (28, 28) and _already_mnist_form(grey):

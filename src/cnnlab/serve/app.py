@@ -41,7 +41,7 @@ from urllib.parse import parse_qs
 
 import numpy as np
 import torch
-from fastapi import Request
+from fastapi import FastAPI, Request
 
 from cnnlab.errors import CnnlabError
 
@@ -65,10 +65,11 @@ class ServeSettings:
     max_batch_size: int = 32
     max_batch_delay_ms: float = 0.0  # 0: batch what queued while the last batch ran
     max_batch_images: int = 256  # images per /v1/predict/batch request
-    # ONNX Runtime threads per batch. Batches run on a worker thread while the event loop
-    # parses the next requests: on 2 cores, one inference thread beside the loop served 1.2x
-    # the requests per second of two (benchmarks/bench_serve.py); 0 is one per core
+    # ONNX Runtime threads per batch (0: one per core)
     engine_threads: int = 1
+    # run batches on a worker thread instead of in the event loop (for machines with cores
+    # to spare; on 2 cores the event loop served more, benchmarks/bench_serve.py)
+    inference_thread: bool = False
     top_k: int = 3
     remember: int = 10_000  # recent predictions kept for feedback
     feedback_url: str = "sqlite:///runs/serve/feedback.db"  # the feedback store
@@ -159,11 +160,13 @@ class _Metrics:
 class _Batcher:
     """Collects single images from concurrent requests and runs them as batches."""
 
-    def __init__(self, run: Any, max_batch_size: int, max_delay_s: float) -> None:
+    def __init__(self, run: Any, max_batch_size: int, max_delay_s: float,
+                 in_thread: bool = False) -> None:
         self.run = run
+        self.in_thread = in_thread
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
-        self.queue: asyncio.Queue[tuple[torch.Tensor, asyncio.Future[Any]]] | None = None
+        self.queue: asyncio.Queue[tuple[np.ndarray, asyncio.Future[Any]]] | None = None
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -176,7 +179,7 @@ class _Batcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
 
-    async def submit(self, x: torch.Tensor) -> Any:
+    async def submit(self, x: np.ndarray) -> Any:
         assert self.queue is not None
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         await self.queue.put((x, fut))
@@ -201,7 +204,11 @@ class _Batcher:
                 except TimeoutError:
                     break
             try:
-                probs = await loop.run_in_executor(None, self.run, [x for x, _ in items])
+                images = [x for x, _ in items]
+                # in the event loop by default: on 2 cores, handing each batch to a worker
+                # thread cost more (thread wake-ups, the GIL changing hands) than it saved
+                probs = (await loop.run_in_executor(None, self.run, images) if self.in_thread
+                         else self.run(images))
             except Exception as e:  # a failing batch fails its requests, not the loop
                 for _, fut in items:
                     if not fut.done():
@@ -238,7 +245,7 @@ class _Guard:
     def __init__(self, app: Any, *, max_body: int, metrics: _Metrics,
                  raw: Any = None) -> None:
         self.app, self.max_body, self.metrics = app, max_body, metrics
-        self.raw = raw  # the plain ASGI handler of POST /v1/predict for non-multipart bodies
+        self.raw = raw  # a plain ASGI handler to guard instead of ``app``
 
     @staticmethod
     async def _json(send: Any, status: int, kind: str, message: str) -> None:
@@ -272,9 +279,7 @@ class _Guard:
                 await send(message)
 
             try:
-                if (self.raw is not None and scope["path"] == "/v1/predict"
-                        and scope["method"] == "POST"
-                        and _content_type(scope) != "multipart/form-data"):
+                if self.raw is not None:
                     if not await self.raw(scope, receive, tracked):
                         state["status"] = 499  # the client closed the connection
                 else:
@@ -287,6 +292,22 @@ class _Guard:
                 state["status"] = 500
         path = scope["path"] if scope["path"] in KNOWN_PATHS else "other"
         self.metrics.request(path, int(state["status"]), (time.perf_counter() - t0) * 1000)
+
+
+class _Service(FastAPI):
+    """FastAPI, with raw-image and JSON predictions handed to their plain ASGI handler (behind
+    its own guard) before the framework's middleware stack and routing: the path most
+    requests take skips both."""
+
+    raw_guard: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (self.raw_guard is not None and scope["type"] == "http"
+                and scope["path"] == "/v1/predict" and scope["method"] == "POST"
+                and _content_type(scope) != "multipart/form-data"):
+            await self.raw_guard(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def _content_type(scope: Any) -> str:
@@ -312,7 +333,6 @@ def create_app(settings: ServeSettings | None = None) -> Any:
     """
     from contextlib import asynccontextmanager
 
-    from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
     from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -335,7 +355,7 @@ def create_app(settings: ServeSettings | None = None) -> Any:
     recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
     recent_lock = threading.Lock()
 
-    def run(images: list[torch.Tensor]) -> list[list[float]]:
+    def run(images: list[np.ndarray]) -> list[list[float]]:
         with metrics.lock:
             metrics.batches += 1
             metrics.batched_images += len(images)
@@ -345,16 +365,16 @@ def create_app(settings: ServeSettings | None = None) -> Any:
         if current.onnx is not None:
             # numpy only: PyTorch's thread pool, woken by even a tiny softmax, spins for a
             # millisecond after each batch, which cost a whole core of a 2-core machine
-            logits = current.onnx.logits_uint8(np.stack([x.numpy() for x in images]),
-                                               batch_size=len(images))
+            logits = current.onnx.logits_uint8(np.stack(images), batch_size=len(images))
             z = np.exp(logits - logits.max(axis=1, keepdims=True))
             return np.round(z / z.sum(axis=1, keepdims=True), 6).tolist()
         spec = current.input_spec
-        logits = predict_logits(current.classifier, torch.stack(images), spec.mean, spec.std,
-                                batch_size=len(images))
+        logits = predict_logits(current.classifier, torch.from_numpy(np.stack(images)),
+                                spec.mean, spec.std, batch_size=len(images))
         return torch.softmax(logits, dim=1).numpy().round(6).tolist()
 
-    batcher = _Batcher(run, s.max_batch_size, s.max_batch_delay_ms / 1000)
+    batcher = _Batcher(run, s.max_batch_size, s.max_batch_delay_ms / 1000,
+                       in_thread=s.inference_thread)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
@@ -362,8 +382,8 @@ def create_app(settings: ServeSettings | None = None) -> Any:
         yield
         await batcher.stop()
 
-    app = FastAPI(title="cnnlab", version=version, lifespan=lifespan,
-                  description="Image classification with a cnnlab model.")
+    app = _Service(title="cnnlab", version=version, lifespan=lifespan,
+                   description="Image classification with a cnnlab model.")
     app.state.model = model
     app.state.settings = s
 
@@ -385,7 +405,7 @@ def create_app(settings: ServeSettings | None = None) -> Any:
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error(exc.status_code, kind, str(exc.detail))
 
-    def decode(data: bytes, name: str) -> torch.Tensor:
+    def decode(data: bytes, name: str) -> np.ndarray:
         if not data:
             raise ClientError(400, "bad_image", f"{name}: the image is empty (0 bytes)")
         if len(data) > s.max_body_bytes:
@@ -394,14 +414,14 @@ def create_app(settings: ServeSettings | None = None) -> Any:
                               f"{s.max_body_bytes:,}")
         try:
             pil = read_image(data, name=name, max_pixels=s.max_pixels)
-            return model.to_input(pil)
+            return model.input_array(pil)
         except CnnlabError as e:
             too_big = "exceeds the limit" in str(e) or "decompression bomb" in str(e)
             status = 413 if too_big else 400
             raise ClientError(status, "payload_too_large" if status == 413 else "bad_image",
                               str(e)) from e
 
-    def from_pixels(pixels: Any) -> torch.Tensor:
+    def from_pixels(pixels: Any) -> np.ndarray:
         try:
             arr = np.asarray(pixels, dtype=np.float64)
         except (TypeError, ValueError) as e:
@@ -416,11 +436,11 @@ def create_app(settings: ServeSettings | None = None) -> Any:
         else:
             arr = arr.clip(0, 1).astype(np.float32)
         try:
-            return model.to_input(arr)
+            return model.input_array(arr)
         except CnnlabError as e:
             raise ClientError(422, "validation_error", str(e)) from e
 
-    def from_base64(text: Any, name: str) -> torch.Tensor:
+    def from_base64(text: Any, name: str) -> np.ndarray:
         if not isinstance(text, str):
             raise ClientError(422, "validation_error", f"{name} must be a base64 string")
         if "," in text[:100] and text.startswith("data:"):
@@ -431,7 +451,7 @@ def create_app(settings: ServeSettings | None = None) -> Any:
             raise ClientError(400, "bad_image", f"{name} is not valid base64") from e
         return decode(data, name)
 
-    async def images_from(request: Request, batch: bool) -> list[torch.Tensor]:
+    async def images_from(request: Request, batch: bool) -> list[np.ndarray]:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "multipart/form-data":
             return images_from_body(ctype, await request.body(), batch)
@@ -455,7 +475,7 @@ def create_app(settings: ServeSettings | None = None) -> Any:
         finally:
             await form.close()  # the spooled upload files
 
-    def images_from_body(ctype: str, body: bytes, batch: bool) -> list[torch.Tensor]:
+    def images_from_body(ctype: str, body: bytes, batch: bool) -> list[np.ndarray]:
         """The images of a raw image or JSON body (``ctype`` without parameters)."""
         if ctype in ("image/png", "image/jpeg") and not batch:
             return [decode(body, "body")]
@@ -487,7 +507,7 @@ def create_app(settings: ServeSettings | None = None) -> Any:
         raise ClientError(415, "unsupported_media_type",
                           f"content type {ctype or '(none)'!r} is not accepted; send {allowed}")
 
-    def answer(probs: list[float], ms: float, x: torch.Tensor) -> dict[str, Any]:
+    def answer(probs: list[float], ms: float, x: np.ndarray) -> dict[str, Any]:
         """The response for one image; ``probs`` as ``run`` returns them (rounded)."""
         order = sorted(range(len(probs)), key=probs.__getitem__, reverse=True)
         label = model.classes[order[0]]
@@ -505,7 +525,7 @@ def create_app(settings: ServeSettings | None = None) -> Any:
                           for k in order[:s.top_k]],
                 "model_version": version, "latency_ms": round(ms, 3)}
 
-    async def predict_one(x: torch.Tensor, t0: float, include_input: bool) -> bytes:
+    async def predict_one(x: np.ndarray, t0: float, include_input: bool) -> bytes:
         probs = await batcher.submit(x)
         out = answer(probs, (time.perf_counter() - t0) * 1000, x)
         if include_input:
@@ -669,7 +689,8 @@ def create_app(settings: ServeSettings | None = None) -> Any:
         return HTMLResponse("<!DOCTYPE html><title>cnnlab</title><p>cnnlab prediction service: "
                             "see <a href=\"/docs\">/docs</a>.</p>")
 
-    app.add_middleware(_Guard, max_body=s.max_body_bytes, metrics=metrics, raw=predict_raw)
+    app.add_middleware(_Guard, max_body=s.max_body_bytes, metrics=metrics)
+    app.raw_guard = _Guard(None, max_body=s.max_body_bytes, metrics=metrics, raw=predict_raw)
     app.state.recent = recent
     app.state.store = store
     return app
