@@ -27,9 +27,8 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
     p.add_argument("--engine", choices=["auto", "torch", "onnx", "int8"], default="auto",
                    help="what runs the model: torch, onnx (FP32), int8 (see `cnnlab predict "
                         "--help`) or auto, the fastest available at batch 1 (default: auto)")
-    p.add_argument("--engine-threads", type=int, default=1, metavar="N",
-                   help="ONNX Runtime threads per batch (default: 1, which leaves the other "
-                        "cores to request handling; 0: one per core)")
+    p.add_argument("--engine-threads", type=int, default=2, metavar="N",
+                   help="ONNX Runtime threads per batch (default: 2; 0: one per core)")
     p.add_argument("--inference-thread", action="store_true",
                    help="run batches on a worker thread beside the event loop instead of in "
                         "it (for machines with cores to spare; on 2 cores the event loop "

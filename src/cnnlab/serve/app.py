@@ -32,7 +32,6 @@ import math
 import os
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,8 +64,10 @@ class ServeSettings:
     max_batch_size: int = 32
     max_batch_delay_ms: float = 0.0  # 0: batch what queued while the last batch ran
     max_batch_images: int = 256  # images per /v1/predict/batch request
-    # ONNX Runtime threads per batch (0: one per core)
-    engine_threads: int = 1
+    # ONNX Runtime threads per batch (0: one per core). Batches run in the event loop, so a
+    # second thread uses a core the loop cannot: 1.07x the requests per second of one on 2
+    # cores (benchmarks/bench_serve.py); more threads pay little for batches of ~10 digits
+    engine_threads: int = 2
     # run batches on a worker thread instead of in the event loop (for machines with cores
     # to spare; on 2 cores the event loop served more, benchmarks/bench_serve.py)
     inference_thread: bool = False
@@ -511,7 +512,7 @@ def create_app(settings: ServeSettings | None = None) -> Any:
         """The response for one image; ``probs`` as ``run`` returns them (rounded)."""
         order = sorted(range(len(probs)), key=probs.__getitem__, reverse=True)
         label = model.classes[order[0]]
-        pid = uuid.uuid4().hex
+        pid = os.urandom(16).hex()  # 128 random bits, as uuid4 but without building a UUID
         with recent_lock:
             recent[pid] = {"label": label, "time": time.time(), "model_version": version,
                            "input": x}
@@ -565,7 +566,8 @@ def create_app(settings: ServeSettings | None = None) -> Any:
         include = bool(query) and parse_qs(query.decode("latin-1")).get(
             "include_input", [""])[-1] in ("1", "true")
         try:
-            (x,) = images_from_body(_content_type(scope), b"".join(chunks), batch=False)
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            (x,) = images_from_body(_content_type(scope), body, batch=False)
             status, payload = 200, await predict_one(x, t0, include)
         except ClientError as e:
             status, payload = e.status, _dumps({"error": {"type": e.kind,
