@@ -62,7 +62,7 @@ class Model:
         self.device = torch.device(device)
         self.classifier.to(self.device)
         self.onnx: Any = None  # an OnnxModel when load(engine=...) chose ONNX Runtime
-        self.engine_name = "torch"  # torch | onnx | int8
+        self.engine_name = "torch"  # torch | onnx | int8: what load() put in self.onnx
 
     @property
     def input_spec(self) -> InputSpec:
@@ -149,9 +149,7 @@ class Model:
     def engine(self) -> str:
         """What runs predictions: ``torch``, ``onnx`` (ONNX Runtime, FP32) or ``int8`` (ONNX
         Runtime on the INT8 quantisation)."""
-        if self.onnx is None:
-            return "torch"
-        return self.engine_name if self.engine_name != "torch" else "onnx"
+        return self.engine_name
 
     def predict(self, images: Iterable[ImageLike] | torch.Tensor) -> list[Prediction]:
         """Predictions for a batch of images (files, bytes, PIL images, arrays or a tensor)."""

@@ -22,6 +22,7 @@ default residual CNN (``cnnlab bench``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -51,8 +52,17 @@ def cache_dir() -> Path:
 
 
 def checkpoint_sha256(checkpoint: str | Path) -> str:
+    """The SHA-256 of a checkpoint file, computed once per version of the file (a load with
+    ``auto`` asks for it several times: cache keys, the INT8 file's provenance)."""
+    path = Path(checkpoint).resolve()
+    st = path.stat()
+    return _sha256(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: Path, mtime_ns: int, size: int) -> str:
     h = hashlib.sha256()
-    with Path(checkpoint).open("rb") as f:
+    with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
