@@ -1,15 +1,19 @@
 """Device selection: ``auto`` picks CUDA when present and says so; asking for an absent CUDA
-is an error."""
+is an error. Also: whether the CPU computes bf16 natively (bf16 autocast only pays there)."""
 
 from __future__ import annotations
 
+import functools
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 
 from cnnlab.errors import ConfigError, DeviceError
 
-__all__ = ["resolve_device"]
+__all__ = ["cpu_supports_bf16", "cpuinfo_has_bf16", "resolve_device"]
 
 log = logging.getLogger("cnnlab")
 
@@ -51,3 +55,46 @@ def _describe(dev: torch.device) -> str:
     if dev.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(dev)})"
     return f"cpu ({torch.get_num_threads()} threads)"
+
+
+# /proc/cpuinfo flags that mean native bf16 arithmetic: AVX-512 BF16 (Cooper Lake, Zen 4 and
+# later) and AMX (Sapphire Rapids and later) on x86; the Armv8.6 BF16 extension on aarch64
+# ("Features" line).
+_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+@functools.cache
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU has native bf16 instructions, so that bf16 autocast speeds it up.
+
+    Without them bf16 runs through conversions to and from fp32, so autocast only rounds
+    without the speed-up it was measured to give on CPUs that have them. Linux reads
+    the flags of ``/proc/cpuinfo`` (``avx512_bf16`` or ``amx_bf16`` on x86, ``bf16`` on
+    aarch64); macOS asks ``sysctl hw.optional.arm.FEAT_BF16``. Elsewhere the answer is False:
+    ``torch.backends.cpu.get_cpu_capability()`` reports the vector width (``AVX512``), which
+    does not tell whether bf16 is among the instructions. The result is cached.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            return cpuinfo_has_bf16(Path("/proc/cpuinfo").read_text(errors="replace"))
+        except OSError:
+            return False
+    if sys.platform == "darwin":
+        try:
+            out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"],
+                                 capture_output=True, text=True, timeout=5, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return out.stdout.strip() == "1"
+    return False
+
+
+def cpuinfo_has_bf16(cpuinfo: str) -> bool:
+    """Whether the ``flags`` (x86) or ``Features`` (aarch64) lines of a ``/proc/cpuinfo`` text
+    name a native bf16 instruction set."""
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() in ("flags", "features") \
+                and _BF16_FLAGS.intersection(value.split()):
+            return True
+    return False

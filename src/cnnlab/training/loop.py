@@ -25,7 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cnnlab.config import Config, dump_toml, resolve_config
 from cnnlab.data.transforms import AugmentConfig, BatchAugment, normalize
-from cnnlab.device import resolve_device
+from cnnlab.device import cpu_supports_bf16, resolve_device
 from cnnlab.errors import CheckpointError, ConfigError
 from cnnlab.evaluate.inference import autocast_context, evaluate_loss_accuracy, predict_logits
 from cnnlab.models import MODELS, Classifier, InputSpec, create_model
@@ -184,6 +184,12 @@ def fit(
     if t.threads:
         torch.set_num_threads(t.threads)
     amp = _flag(t.amp, device)
+    if amp and device.type == "cpu" and not cpu_supports_bf16():
+        # bf16 autocast pays only where the CPU computes bf16 natively (the recipes' speed-up
+        # was measured on such a CPU); elsewhere it would only round: fp32, and say so once
+        log.warning("bf16 autocast is off: train.amp = %r asks for it, but this CPU has no "
+                    "native bf16 (avx512_bf16/amx_bf16); training in fp32", t.amp)
+        amp = False
     channels_last = _flag(t.channels_last, device)
 
     MODELS.entry(cfg.model.name)  # an unknown model fails before minutes of data loading
@@ -385,8 +391,9 @@ def fit(
     for split, ds in (("val", data.val), ("test", data.test)):
         if ds is None:
             continue
+        # in fp32, as evaluate, predict and serve run the model: the reported figures are its own
         logits = predict_logits(final, ds.images, mean, std, batch_size=t.eval_batch_size,
-                                device=device, amp=amp, channels_last=channels_last)
+                                device=device, amp=False, channels_last=channels_last)
         loss, acc = evaluate_loss_accuracy(logits, ds.targets)
         metrics[f"{split}_loss"], metrics[f"{split}_accuracy"] = round(loss, 6), round(acc, 6)
         metrics[f"{split}_images"] = len(ds)
