@@ -33,7 +33,7 @@ def test_help_lists_spaces_and_format(capsys) -> None:
     assert e.value.code == 0
     out = capsys.readouterr().out
     for text in ("table3", "nas", "--sampler", "--pruner", "--workers", "--budget-minutes",
-                 "best.toml", "[params]"):
+                 "best.toml", "[params]", "--model paper-cnn", "[models.paper-cnn]"):
         assert text in out
 
 
@@ -54,10 +54,31 @@ def test_tiny_study_json_and_rerun(folder, space, tmp_path, capsys) -> None:
     assert "Top 4 of 4 complete trials:" in text and "optim.lr" in text
 
 
+def test_table3_on_the_papers_own_network(folder, tmp_path, capsys) -> None:
+    """`cnnlab tune --space table3 --model paper-cnn`: two grid points of Table III trained
+    on paper-cnn's blocks and kernel size."""
+    out = tmp_path / "paper"
+    assert main(["tune", "--space", "table3", "--model", "paper-cnn", "--dataset", str(folder),
+                 "--set", "data.image_size=12", "--set", "data.val_fraction=0.25",
+                 "--limit", "0", "--trials", "2", "--pruner", "none", "--threads", "1",
+                 "--out", str(out), "-q", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["sampler"] == "grid" and summary["states"] == {"complete": 2}
+    params = summary["best"]["params"]
+    assert set(params) == {"optim.lr", "train.batch_size", "train.epochs", "model.blocks",
+                           "model.kernel_size"}
+    assert params["model.blocks"] in (1, 2, 3) and params["model.kernel_size"] in (3, 5, 7)
+    best = (out / "best.toml").read_text()
+    assert 'name = "paper-cnn"' in best and f"blocks = {params['model.blocks']}" in best
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     (["--space", "nope"], "neither a built-in space"),
     (["--space", "table3", "--model", "resnet"],
-     "model.depth = 5 is not a valid setting.*even"),
+     "space 'table3' has model knobs for the families convnet, paper-cnn, not for model "
+     "'resnet'"),
+    (["--space", "table3", "--model", "paper-cnn", "--set", "data.image_size=4"],
+     r"model.blocks = 3 is not a valid setting.*got 4x4, where at most 2 block\(s\) fit"),
     (["--space", "nas", "--pruner", "sha"], "pruning compares one objective"),
     (["--space", "table3", "--objectives", "val_accuracy,speed"], "unknown objective 'speed'"),
     (["--space", "table3", "--set", "data.val_fraction=0"], "needs a validation split"),

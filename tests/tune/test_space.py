@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from cnnlab.config import resolve_config
 from cnnlab.errors import ConfigError
@@ -126,3 +127,94 @@ def test_check_space_names_the_bad_setting(params: dict, message: str) -> None:
     base = resolve_config({"model": {"name": "convnet"}})
     with pytest.raises(ConfigError, match=message):
         check_space(space, base)
+
+
+def test_table3_on_paper_cnn_searches_its_blocks_and_kernel_size() -> None:
+    from torch import nn
+
+    from cnnlab.models import create_model
+
+    space = load_space("table3", model="paper-cnn")
+    assert space.model == "paper-cnn"
+    assert {p.key: p.values for p in space.params} == {
+        "optim.lr": (0.001, 0.01, 0.1),
+        "train.batch_size": (32, 64, 128),
+        "train.epochs": (10, 20, 30),
+        "model.blocks": (1, 2, 3),
+        "model.kernel_size": (3, 5, 7),
+    }
+    assert len(space.grid()) == 243
+    base = resolve_config({"model": {"name": "paper-cnn"}}, space.base)
+    check_space(space, base)  # every choice and bound builds a paper-cnn at 28x28
+    for blocks in (1, 2, 3):
+        for kernel_size in (3, 5, 7):
+            cfg = trial_config(base, {"model.blocks": blocks, "model.kernel_size": kernel_size})
+            assert cfg.model.name == "paper-cnn"
+            model = create_model(cfg.model.name, **cfg.model.kwargs)
+            convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+            assert len(convs) == blocks
+            assert all(c.kernel_size == (kernel_size,) * 2 for c in convs)
+            assert model(torch.randn(1, 1, 28, 28)).shape == (1, 10)
+    # Table II's network is the middle of the grid
+    cfg = trial_config(base, {"model.blocks": 2, "model.kernel_size": 3})
+    model = create_model(cfg.model.name, **cfg.model.kwargs)
+    assert sum(p.numel() for p in model.parameters()) == 421_642
+
+
+def test_table3_families() -> None:
+    default = load_space("table3")
+    assert default.model == "convnet" and default.for_model("convnet") == default
+    assert load_space("table3", model="convnet") == default
+    tiny = load_space("table3", model="paper-cnn-tiny")
+    assert tiny == load_space("table3", model="paper-cnn") and tiny.model == "paper-cnn"
+    # choosing a family twice, or going back, gives the same space
+    assert tiny.for_model("convnet") == default and default.for_model("paper-cnn") == tiny
+    assert tiny.with_objectives(("val_accuracy", "params")).for_model("convnet").objectives == \
+        ("val_accuracy", "params")
+    with pytest.raises(ConfigError, match=r"search space 'table3' has model knobs for the "
+                                          r"families convnet, paper-cnn, not for model 'resnet'; "
+                                          r".*\[models\.resnet\] table"):
+        load_space("table3", model="resnet")
+    # a space without per-family tables applies to every model as it is
+    nas = load_space("nas")
+    assert nas.model == "" and nas.for_model("resnet") is nas
+
+
+def test_toml_file_with_per_family_tables(tmp_path: Path) -> None:
+    path = tmp_path / "families.toml"
+    path.write_text(
+        "[params]\noptim.lr = [0.001, 0.01]\n"
+        "[models.paper-cnn]\nmodel.blocks = { values = [1, 2], low = 1, high = 3 }\n"
+        "[models.convnet]\nmodel.depth = [4, 6]\nmodel.width = [8]\n"
+    )
+    space = load_space(str(path))
+    assert space.model == "paper-cnn" and space.keys == ["optim.lr", "model.blocks"]
+    convnet = load_space(str(path), model="convnet")
+    assert convnet.keys == ["optim.lr", "model.depth", "model.width"]
+    check_space(convnet, resolve_config({"model": {"name": "convnet"}}))
+    assert len(convnet.grid()) == 4
+    # per-family tables alone are a space too
+    only = space_from_dict("only", {"models": {"paper-cnn": {"model": {"blocks": [1, 2]}}}})
+    assert only.keys == ["model.blocks"]
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"params": {"model.blocks": [1]}, "models": {"paper-cnn": {"model.blocks": [2]}}},
+     r"model\.blocks is in both \[params\] and \[models\.paper-cnn\]"),
+    ({"params": {"optim.lr": [0.1]}, "models": {"paper-cnn": {}}},
+     "'models' must hold one non-empty table per model family"),
+    ({"params": {"optim.lr": [0.1]}, "models": ["paper-cnn"]},
+     "'models' must hold one non-empty table per model family"),
+    ({"models": {"paper-cnn": {"model.blocks": []}}}, "'values' must be a non-empty list"),
+])
+def test_invalid_per_family_tables(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        space_from_dict("bad", data)
+
+
+def test_table3_on_paper_cnn_names_the_blocks_that_fit_small_images() -> None:
+    space = load_space("table3", model="paper-cnn")
+    base = resolve_config({"model": {"name": "paper-cnn"}}, space.base)
+    with pytest.raises(ConfigError, match=r"model\.blocks = 3 is not a valid setting.*got 4x4, "
+                                          r"where at most 2 block\(s\) fit"):
+        check_space(space, base, size=(4, 4))

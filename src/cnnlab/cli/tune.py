@@ -17,6 +17,8 @@ Search space files (TOML; keys are dotted paths into the training config):
   train.batch_size = [32, 64, 128]       # a choice
   optim.lr = { values = [0.001, 0.01], low = 1e-4, high = 0.1, log = true }
   model.depth = { low = 5, high = 15 }   # an int range (random, tpe)
+  [models.paper-cnn]                     # optional: params for one model family only
+  model.blocks = [1, 2, 3]
 The grid sampler visits `values`; random and tpe search the range (or the choices)."""
 
 
@@ -41,6 +43,7 @@ def add_parser(sub, common, formatter) -> None:
         epilog="Examples:\n"
                "  cnnlab tune --space table3 --set model.width=8 --workers 2 --out runs/tune/grid"
                "\n  cnnlab tune --space table3 --sampler tpe --trials 60 --out runs/tune/tpe\n"
+               "  cnnlab tune --space table3 --model paper-cnn --out runs/tune/paper-grid\n"
                "  cnnlab tune --space nas --trials 40 --out runs/tune/nas\n"
                "  cnnlab tune --space my-space.toml --budget-minutes 30 --out runs/tune/mine",
     )
@@ -82,7 +85,9 @@ def add_parser(sub, common, formatter) -> None:
     g = p.add_argument_group("model and data")
     g.add_argument("--model", default=None, help="model family (default: convnet, whose depth, "
                                                  "width and kernel size the built-in spaces "
-                                                 "search)")
+                                                 "search; table3 also maps its layers and "
+                                                 "filter size onto paper-cnn's blocks and "
+                                                 "kernel_size)")
     g.add_argument("--dataset", default=None, help="dataset name or image folder "
                                                    "(default: mnist)")
     g.add_argument("--data-dir", default=None, metavar="DIR", help="where the dataset files are")
@@ -117,6 +122,7 @@ def settings_from_args(args: argparse.Namespace) -> TuneSettings:
               load_config_file(args.config) if args.config else {}, parse_set(args.set),
               flags_layer(flags)]
     base = resolve_config(*layers, recipe=args.recipe)
+    space = space.for_model(base.model.name)  # the family's own knobs, if the space has them
     sampler = args.sampler or "auto"
     settings = TuneSettings(
         base=base, space=space, out=Path("."), sampler=sampler, pruner=args.pruner or "auto",

@@ -19,12 +19,18 @@ size had been rounded and the biases left out. This model has the correct count;
 At 1x28x28 (MNIST) the same layers give the custom MNIST CNN: flatten 64x7x7 = 3136, 421,642
 parameters. The flatten size is always derived from ``input_size``, so the model is
 ``fixed_size``: it accepts exactly the height and width it was built for.
+
+Depth (Table III's "number of layers"): ``blocks`` sets how many conv blocks (conv, ReLU, 2x2
+max pool) come before the dense layers. Block ``i`` has ``filters[i]`` channels; blocks beyond
+the listed filters double the last one, as Table II doubles 32 to 64, so ``blocks=3`` is
+32-64-128 and ``blocks=1`` is 32. Every block halves the image, so an HxW input takes at most
+``floor(log2(min(H, W)))`` blocks: 4 at 28x28, 7 at 224x224.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -52,7 +58,8 @@ __all__ = ["PaperCNN", "PaperCNNConfig"]
 class PaperCNNConfig:
     """Hyperparameters of :class:`PaperCNN`; the defaults are Table II."""
 
-    filters: tuple[int, ...] = (32, 64)  # channels of each conv block (conv + ReLU + 2x2 max pool)
+    filters: tuple[int, ...] = (32, 64)  # channels of the conv blocks (conv + ReLU + 2x2 max pool)
+    blocks: int | None = None  # conv blocks (None: one per filter); extra ones double the last
     kernel_size: int = 3  # odd (3, 5, 7: Table III); "same" padding k // 2 keeps H and W
     hidden: int = 128  # units of the hidden dense layer
     dropout: float = 0.0  # dropout before the output layer (Table II has none)
@@ -60,6 +67,9 @@ class PaperCNNConfig:
 
 class PaperCNN(Classifier):
     """``len(filters)`` x (conv, ReLU, 2x2 max pool), flatten, dense + ReLU, dropout, dense.
+
+    ``config.filters`` is the resolved width of every block (the builder turns ``blocks`` into
+    it), so ``config.blocks == len(config.filters)`` here.
 
     ``forward_features`` returns the flattened last feature map ``(N, C * H/2^n * W/2^n)``
     (Table II's Flatten output); ``forward_head`` is the two dense layers.
@@ -107,20 +117,32 @@ def _create(
     """Validate the config for model ``name`` and build it.
 
     Raises:
-        ConfigError: unknown or invalid options, or an input too small for the pooling.
+        ConfigError: unknown or invalid options, explicit ``filters`` longer than ``blocks``,
+            or more blocks than the input size takes (the message names the most that fit).
     """
     config = build_config(name, defaults, overrides)
-    check_widths(name, "filters", config.filters)
+    filters = check_widths(name, "filters", config.filters)
+    n = len(filters) if config.blocks is None else check_positive_int(name, "blocks",
+                                                                       config.blocks)
+    if "filters" in overrides and n < len(filters):
+        raise ConfigError(
+            f"model {name!r} got filters={list(filters)} ({len(filters)} conv blocks) but "
+            f"blocks={n}; give {n} filters, or leave out blocks (it defaults to one per filter)"
+        )
+    filters = filters[:n] + tuple(filters[-1] * 2**i for i in range(1, n - len(filters) + 1))
     check_kernel_size(name, config.kernel_size)
     check_positive_int(name, "hidden", config.hidden)
     check_dropout(name, config.dropout)
     height, width = input_size
-    n = len(config.filters)
     if min(height, width) < 2**n:
+        fit = min(height, width).bit_length() - 1  # floor(log2): the most halvings that leave 1
+        fix = (f"at most {fit} block(s) fit. Use blocks <= {fit} (or fewer filters), or larger "
+               "images." if fit else "not even one block fits. Use images of at least 2x2.")
         raise ConfigError(
-            f"model {name!r} halves the image {n} time(s), so input_size must be at least "
-            f"{2**n}x{2**n}; got {height}x{width}. Use fewer filters or larger images."
+            f"model {name!r} halves the image {n} time(s) (one 2x2 max pool per conv block), "
+            f"so input_size must be at least {2**n}x{2**n}; got {height}x{width}, where {fix}"
         )
+    config = replace(config, filters=filters, blocks=n)
     return PaperCNN(default_input_spec(in_channels, input_size), num_classes, config)
 
 
@@ -132,7 +154,8 @@ def _create(
 def paper_cnn(
     in_channels: int, num_classes: int, input_size: tuple[int, int], **kwargs: Any
 ) -> PaperCNN:
-    """Table II; kwargs are :class:`PaperCNNConfig` fields (``kernel_size``, ``filters``, ...)."""
+    """Table II; kwargs are :class:`PaperCNNConfig` fields (``blocks``, ``kernel_size``,
+    ``filters``, ...)."""
     return _create("paper-cnn", in_channels, num_classes, input_size, PaperCNNConfig(), kwargs)
 
 

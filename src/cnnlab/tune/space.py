@@ -20,8 +20,17 @@ random and TPE samplers (``log = true`` samples on a log scale, ``step`` sets a 
 range); the grid sampler needs ``values``, the points it visits. A table may carry both: the
 grid visits ``values`` and the other samplers search the range around them.
 
-Built-in spaces (:data:`SPACES`): ``table3``, the paper's Table III, and ``nas``, an
-architecture search over the ``convnet`` family.
+Model families name their knobs differently, so a space can say, per family, what its model
+knobs are; the study searches ``[params]`` plus the tables of the family it trains::
+
+    [models.convnet]             # the first family listed is the default
+    model.depth = [5, 10, 15]
+    [models.paper-cnn]           # ``paper-cnn-tiny`` counts as paper-cnn
+    model.blocks = [1, 2, 3]
+
+:meth:`SearchSpace.for_model` picks the family's tables, and refuses a family the space has
+none for. Built-in spaces (:data:`SPACES`): ``table3``, the paper's Table III, for ``convnet``
+and the paper's own ``paper-cnn``, and ``nas``, an architecture search over ``convnet``.
 """
 
 from __future__ import annotations
@@ -29,13 +38,13 @@ from __future__ import annotations
 import itertools
 import math
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import ConfigError
 
-__all__ = ["OBJECTIVES", "SPACES", "Param", "SearchSpace", "load_space", "nest"]
+__all__ = ["OBJECTIVES", "SPACES", "Param", "SearchSpace", "load_space", "model_family", "nest"]
 
 # objective name -> (direction, description)
 OBJECTIVES: dict[str, tuple[str, str]] = {
@@ -85,13 +94,21 @@ class Param:
         return out
 
 
+def model_family(model: str) -> str:
+    """The family a model name belongs to, for a space's per-family tables: a ``-tiny`` test
+    variant is its full model's family (``paper-cnn-tiny`` -> ``paper-cnn``)."""
+    return model.removesuffix("-tiny")
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     name: str
-    params: tuple[Param, ...]
+    params: tuple[Param, ...]  # what the search varies: shared ones, then ``model``'s family's
     base: dict[str, Any] = field(default_factory=dict)
     objectives: tuple[str, ...] = ("val_accuracy",)
     description: str = ""
+    per_model: dict[str, tuple[Param, ...]] = field(default_factory=dict)  # family -> its params
+    model: str = ""  # the family whose per_model params are in ``params`` ("" without per_model)
 
     @property
     def keys(self) -> list[str]:
@@ -119,8 +136,30 @@ class SearchSpace:
                 for combo in itertools.product(*(p.values for p in self.params))]  # type: ignore[misc]
 
     def with_objectives(self, objectives: tuple[str, ...]) -> SearchSpace:
-        return SearchSpace(self.name, self.params, self.base, _check_objectives(
-            self.name, list(objectives)), self.description)
+        return replace(self, objectives=_check_objectives(self.name, list(objectives)))
+
+    def for_model(self, model: str) -> SearchSpace:
+        """This space for training ``model``: the shared params plus its family's.
+
+        A space without per-family tables applies to any model (its keys are checked when the
+        study starts) and is returned as it is.
+
+        Raises:
+            ConfigError: the space has per-family tables, but none for ``model``'s family.
+        """
+        if not self.per_model:
+            return self
+        family = model_family(model)
+        if family not in self.per_model:
+            raise ConfigError(
+                f"search space {self.name!r} has model knobs for the families "
+                f"{', '.join(self.per_model)}, not for model {model!r}; search one of those "
+                f"with it, or write a space file with a [models.{family}] table of {family}'s "
+                "own keys"
+            )
+        own = self.per_model.get(self.model, ())
+        shared = self.params[:len(self.params) - len(own)]
+        return replace(self, params=shared + self.per_model[family], model=family)
 
 
 def nest(flat: dict[str, Any]) -> dict[str, Any]:
@@ -237,27 +276,49 @@ def space_from_dict(name: str, data: dict[str, Any], description: str = "") -> S
     """Build and check a space from a parsed TOML document.
 
     Raises:
-        ConfigError: unknown top-level keys, empty choices, bad ranges, unknown objectives.
+        ConfigError: unknown top-level keys, empty choices, bad ranges, unknown objectives,
+            a per-family key that is also a shared one.
     """
-    unknown = set(data) - {"params", "base", "objectives", "description"}
+    unknown = set(data) - {"params", "models", "base", "objectives", "description"}
     if unknown:
         raise ConfigError(
             f"search space {name!r}: unknown top-level key(s) {', '.join(sorted(unknown))}; "
-            "a space has [params], and optionally [base], objectives and description"
+            "a space has [params] and/or [models.<family>] tables, and optionally [base], "
+            "objectives and description"
         )
-    raw = data.get("params")
-    if not isinstance(raw, dict) or not raw:
+    raw = data.get("params", {})
+    models = data.get("models", {})
+    if not isinstance(models, dict) or not all(isinstance(t, dict) and t
+                                               for t in models.values()):
+        raise ConfigError(
+            f"search space {name!r}: 'models' must hold one non-empty table per model family, "
+            f"e.g. [models.paper-cnn] with model.blocks = [1, 2, 3]; got {models!r}"
+        )
+    if not isinstance(raw, dict) or not (raw or models):
         raise ConfigError(
             f"search space {name!r} has no [params] table; add one, e.g.\n"
             "  [params]\n  optim.lr = [0.001, 0.01]"
         )
     params = tuple(_param(name, k, v) for k, v in _flatten_params(raw).items())
+    per_model: dict[str, tuple[Param, ...]] = {}
+    for family, table in models.items():
+        flat = _flatten_params(table)
+        shared = sorted(set(flat) & {p.key for p in params})
+        if shared:
+            raise ConfigError(
+                f"search space {name!r}: {', '.join(shared)} is in both [params] and "
+                f"[models.{family}]; keep it in one of them"
+            )
+        per_model[family] = tuple(_param(name, k, v) for k, v in flat.items())
+    default = next(iter(per_model), "")
     base = data.get("base", {})
     if not isinstance(base, dict):
         raise ConfigError(f"search space {name!r}: [base] must be a table of settings")
     objectives = _check_objectives(name, data.get("objectives", ["val_accuracy"]))
-    return SearchSpace(name=name, params=params, base=base, objectives=objectives,
-                       description=str(data.get("description", description)))
+    return SearchSpace(name=name, params=params + per_model.get(default, ()), base=base,
+                       objectives=objectives,
+                       description=str(data.get("description", description)),
+                       per_model=per_model, model=default)
 
 
 # --- built-in spaces --------------------------------------------------------------------------
@@ -266,17 +327,29 @@ SPACES: dict[str, dict[str, Any]] = {
     # The paper's Table III: 3^5 = 243 grid points. The ranges around the grid points are what
     # random and TPE search explore. Trials train on a stratified 5,000-image subset and
     # validate on 2,000 held-out images (--set data.limit=0 for all of them).
+    # "Number of layers" is each family's depth knob: convnet's weighted layers (the convs and
+    # the linear head) take Table III's 5, 10, 15; the paper's own network stacks conv blocks
+    # that each halve the image, so 28x28 takes at most 4: its three levels are 1, 2, 3 blocks,
+    # Table II's network (2) in the middle.
     "table3": {
         "description": "the paper's Table III: learning rate, batch size, epochs, number of "
-                       "layers, filter size (243 grid points)",
+                       "layers, filter size (243 grid points; convnet or paper-cnn)",
         "base": {"data": {"limit": 5000, "val_fraction": 2000 / 60000},
                  "train": {"amp": "on", "channels_last": "on"}},
         "params": {
             "optim.lr": {"values": [0.001, 0.01, 0.1], "low": 1e-4, "high": 0.1, "log": True},
             "train.batch_size": [32, 64, 128],
             "train.epochs": {"values": [10, 20, 30], "low": 10, "high": 30},
-            "model.depth": {"values": [5, 10, 15], "low": 5, "high": 15},
-            "model.kernel_size": [3, 5, 7],
+        },
+        "models": {
+            "convnet": {
+                "model.depth": {"values": [5, 10, 15], "low": 5, "high": 15},
+                "model.kernel_size": [3, 5, 7],
+            },
+            "paper-cnn": {
+                "model.blocks": {"values": [1, 2, 3], "low": 1, "high": 3},
+                "model.kernel_size": [3, 5, 7],
+            },
         },
     },
     # Architecture search over the convnet family, accuracy against batch-1 latency.
@@ -299,15 +372,17 @@ SPACES: dict[str, dict[str, Any]] = {
 }
 
 
-def load_space(name_or_path: str) -> SearchSpace:
-    """A built-in space by name, or a TOML file.
+def load_space(name_or_path: str, model: str | None = None) -> SearchSpace:
+    """A built-in space by name, or a TOML file; for ``model`` if given (see
+    :meth:`SearchSpace.for_model`), else for the first family it has tables for.
 
     Raises:
-        ConfigError: unknown name, unreadable file, or an invalid space.
+        ConfigError: unknown name, unreadable file, an invalid space, or a space with
+            per-family tables but none for ``model``.
     """
     if name_or_path in SPACES:
-        spec = SPACES[name_or_path]
-        return space_from_dict(name_or_path, spec)
+        space = space_from_dict(name_or_path, SPACES[name_or_path])
+        return space if model is None else space.for_model(model)
     path = Path(name_or_path)
     if not path.is_file():
         raise ConfigError(
@@ -319,4 +394,5 @@ def load_space(name_or_path: str) -> SearchSpace:
             data = tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"cannot read search space {path}: {e}") from e
-    return space_from_dict(path.stem, data)
+    space = space_from_dict(path.stem, data)
+    return space if model is None else space.for_model(model)
