@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import cnnlab
+from cnnlab.deploy.engine import INT8_MAX_DROP_POINTS, int8_gate
 from cnnlab.deploy.onnx import export_model, load_onnx
 from cnnlab.deploy.quantize import quantize_model
 from cnnlab.errors import CheckpointError, ConfigError, ExportError
@@ -78,10 +79,18 @@ def test_quantize(run_dir: Path, tmp_path: Path, method: str) -> None:
     r = quantize_model(run_dir, out, method=method, calibration=30)
     assert r["calibration_images"] == (30 if method == "static" else 0)
     assert r["int8_bytes"] < r["fp32_bytes"] and r["size_ratio"] > 1.5
-    assert r["top1_agreement"] >= 0.9 and abs(r["accuracy_change_points"]) <= 10
+    # the gate the int8 engine applies: at most INT8_MAX_DROP_POINTS of accuracy lost (on the
+    # fixture's few dozen check images one more mistake costs over 4 points: none may be lost),
+    # on a model that learned the task
+    assert r["accuracy_fp32"] >= 0.9
+    assert r["accuracy_change_points"] >= -INT8_MAX_DROP_POINTS
+    assert r["top1_agreement"] >= 0.9
     assert set(r["timing"]) == {"fp32", "int8"}
     meta = load_onnx(out).metadata
     assert meta["quantization"]["method"] == method
+    # the file records the same check, so the engine would take it for the checkpoint
+    assert meta["quantization"]["accuracy_change_points"] == r["accuracy_change_points"]
+    assert int8_gate(meta["quantization"]) is None
     if method == "static":  # PyTorch's own INT8, quantised on the same images, for comparison
         row = r["pytorch_int8"]
         assert row["top1_agreement"] >= 0.9 and 0 <= row["accuracy"] <= 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +105,22 @@ def test_client_errors_get_4xx_with_one_body_shape(client: TestClient, kwargs: d
     assert body["error"]["message"]
 
 
+def _samples(text: str, name: str) -> dict[str, float]:
+    """The values of metric ``name`` in Prometheus text, keyed by their label set ("" for
+    none)."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        key, value = line.rsplit(" ", 1)
+        metric, _, labels = key.partition("{")
+        if metric == name:
+            out[labels.rstrip("}")] = float(value)
+    return out
+
+
 def test_decompression_bomb_and_unknown_path(client: TestClient) -> None:
+    before = client.get("/metrics").text
     big = io.BytesIO()
     Image.new("L", (2000, 2000)).save(big, format="PNG")  # 4 M pixels > the 1 M limit
     r = client.post("/v1/predict", content=big.getvalue(), headers={"content-type": "image/png"})
@@ -114,8 +128,18 @@ def test_decompression_bomb_and_unknown_path(client: TestClient) -> None:
     r = client.get("/v1/nope")
     assert r.status_code == 404 and r.json()["error"]["type"] == "not_found"
     assert client.get("/v1/health").status_code == 200  # still serving
-    text = client.get("/metrics").text
-    assert "cnnlab_errors_total" in text and json.dumps(1)  # errors are counted
+    after = client.get("/metrics").text
+    # the two failed requests, and nothing else (the health check and the first /metrics
+    # answered 200), are counted as errors, each under its path and status
+    errors = _samples(after, "cnnlab_errors_total")
+    assert set(errors) == {""}
+    assert errors[""] - _samples(before, "cnnlab_errors_total")[""] == 2
+    requests = _samples(after, "cnnlab_requests_total")
+    earlier = _samples(before, "cnnlab_requests_total")
+    for labels in ('path="/v1/predict",status="413"', 'path="other",status="404"'):
+        assert requests[labels] - earlier.get(labels, 0) == 1, labels
+    assert errors[""] == sum(n for labels, n in requests.items()
+                             if int(labels.rsplit('status="', 1)[1].rstrip('"')) >= 400)
 
 
 def test_feedback_is_stored_once(client: TestClient, tmp_path: Path) -> None:
