@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from cnnlab.config import flags_layer, load_config_file, parse_set, resolve_config
 from cnnlab.errors import CheckpointError, ConfigError, ShapeError
+from cnnlab.inference.preprocess import Preprocess
 from cnnlab.models import Classifier, InputSpec, create_model
 
 __all__ = ["Model", "Prediction", "load", "train"]
@@ -55,6 +56,7 @@ class Model:
         self.classifier = classifier.eval()
         self.classes = list(classes)
         self.preprocessing = dict(preprocessing)
+        self.preprocess = Preprocess.from_spec(self.preprocessing)  # how files become input
         self.metrics = dict(metrics or {})
         self.config = dict(config or {})
         self.path = path
@@ -88,25 +90,16 @@ class Model:
 
     def input_array(self, image: ImageLike) -> np.ndarray:
         """:meth:`to_input` as a numpy array (C, H, W), uint8, without PyTorch; may be
-        read-only."""
-        spec = self.input_spec
+        read-only. Files, bytes and PIL images go through :attr:`preprocess`, the one
+        preprocessing the checkpoint records; arrays are taken as model input."""
         if isinstance(image, np.ndarray | torch.Tensor):
             return self._array_input(image).numpy()
         from PIL import Image
 
-        from cnnlab.data import image_to_array, read_image, to_mnist_form
+        from cnnlab.data import read_image
 
         pil = image if isinstance(image, Image.Image) else read_image(image)
-        if self.preprocessing.get("kind") == "mnist-digits":
-            arr = to_mnist_form(pil, copy=False)
-            if (spec.height, spec.width) != arr.shape:
-                arr = np.asarray(Image.fromarray(arr).resize((spec.width, spec.height),
-                                                             Image.Resampling.BILINEAR))
-            if spec.channels == 1:
-                return arr.reshape(1, *arr.shape)
-            return np.repeat(arr[None], spec.channels, axis=0)
-        arr = image_to_array(pil, spec.channels, (spec.height, spec.width))
-        return np.array(arr, dtype=np.uint8)  # a writable copy
+        return self.preprocess(pil)
 
     def _array_input(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
         spec = self.input_spec
@@ -127,10 +120,10 @@ class Model:
 
     # --- prediction -------------------------------------------------------------------------
     def predict_proba(self, images: Iterable[ImageLike] | torch.Tensor) -> torch.Tensor:
-        """Class probabilities (N, num_classes) for a batch of images."""
-        from cnnlab.evaluate.inference import predict_logits
-
+        """Class probabilities (N, num_classes) for a batch of images (or one image)."""
         spec = self.input_spec
+        if isinstance(images, str | Path | bytes) or type(images).__module__.startswith("PIL"):
+            images = [images]  # one image, not a sequence of characters or bytes
         if (isinstance(images, torch.Tensor) and images.dtype == torch.uint8
                 and tuple(images.shape[1:]) == spec.shape and images.device.type == "cpu"):
             batch = images  # already model input: nothing to convert
@@ -138,12 +131,19 @@ class Model:
             batch = torch.stack([self._array_input(x) for x in images])
         else:
             batch = torch.stack([self.to_input(im) for im in images])
+        return F.softmax(self.logits(batch), dim=1)
+
+    def logits(self, batch: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
+        """Float32 logits (N, num_classes) of a uint8 batch already in input form, from the
+        engine this model runs on (:attr:`engine`): what predict, evaluate and the service
+        all compute."""
+        from cnnlab.evaluate.inference import predict_logits
+
         if self.onnx is not None:
-            logits = self.onnx.predict_logits(batch, batch_size=256)
-        else:
-            logits = predict_logits(self.classifier, batch, spec.mean, spec.std,
-                                    batch_size=256, device=self.device)
-        return F.softmax(logits, dim=1)
+            return self.onnx.predict_logits(batch, batch_size=batch_size).float()
+        spec = self.input_spec
+        return predict_logits(self.classifier, batch, spec.mean, spec.std,
+                              batch_size=batch_size, device=self.device).float().cpu()
 
     @property
     def engine(self) -> str:
@@ -190,6 +190,15 @@ def load(path: str | Path, *, device: str | torch.device = "cpu",
         raise CheckpointError(
             f"checkpoint {ckpt['path']!r} does not fit model {name!r} with {kwargs}: {first}"
         ) from e
+    try:
+        pre = Preprocess.from_spec(ckpt["preprocessing"])
+    except ConfigError as e:
+        raise CheckpointError(f"checkpoint {ckpt['path']!r} is refused: {e}; upgrade cnnlab, or "
+                              "retrain the model with this version") from e
+    if pre.shape != classifier.input_spec.shape:
+        raise CheckpointError(
+            f"checkpoint {ckpt['path']!r}: its preprocessing makes {pre.shape} inputs but the "
+            f"model takes {classifier.input_spec.shape}; the file is inconsistent, retrain it")
     model = Model(classifier, ckpt["classes"], ckpt["preprocessing"], metrics=ckpt["metrics"],
                   config=ckpt["config"], path=ckpt["path"], device=device)
     if engine != "torch":

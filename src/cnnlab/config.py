@@ -56,8 +56,12 @@ class DataConfig:
     dataset: str = "mnist"  # a registered dataset name, or an image folder path
     data_dir: str = ""  # where the dataset files are ("" = $CNNLAB_DATA_DIR, then ~/.cache/cnnlab)
     val_fraction: float = 1 / 12  # stratified validation split (5,000 of MNIST's 60,000)
-    image_size: int = 0  # resize folder images to this size (0 = model's default, 28)
+    image_size: int = 0  # input size, square (0 = the data's own: 28 for MNIST, a folder's)
     channels: int = 0  # 1 = grayscale, 3 = RGB, 0 = infer from the data
+    # how image files become input: "" = auto (mnist-digits for MNIST, resize otherwise),
+    # mnist-digits (bring each digit to MNIST form) or resize (the whole image, resized)
+    preprocess: str = ""
+    test_fraction: float = 0.2  # a folder without test/: the seeded, stratified test split
     limit: int = 0  # train on a stratified subset of this many images (0 = all); for quick runs
     augment: AugmentSettings = field(default_factory=AugmentSettings)
 
@@ -148,7 +152,11 @@ class Config:
             ("optim.final_lr_fraction", o.final_lr_fraction, 0 <= o.final_lr_fraction <= 1,
              "in [0, 1]"),
             ("data.val_fraction", d.val_fraction, 0 <= d.val_fraction < 1, "in [0, 1)"),
-            ("data.image_size", d.image_size, d.image_size >= 0, ">= 0 (0 = model default)"),
+            ("data.image_size", d.image_size, d.image_size >= 0,
+             ">= 0 (0 = the data's own size)"),
+            ("data.preprocess", d.preprocess, d.preprocess in ("", "mnist-digits", "resize"),
+             "one of mnist-digits, resize, or empty for auto"),
+            ("data.test_fraction", d.test_fraction, 0 < d.test_fraction < 1, "in (0, 1)"),
             ("data.channels", d.channels, d.channels in (0, 1, 3), "0 (infer), 1 or 3"),
             ("data.limit", d.limit, d.limit >= 0, ">= 0 (0 = all)"),
         ]
@@ -413,6 +421,9 @@ FLAG_KEYS: dict[str, str] = {
     "dataset": "data.dataset",
     "data_dir": "data.data_dir",
     "val_fraction": "data.val_fraction",
+    "test_fraction": "data.test_fraction",
+    "image_size": "data.image_size",
+    "preprocess": "data.preprocess",
     "limit": "data.limit",
     "augment": "data.augment.enabled",
     "epochs": "train.epochs",

@@ -6,7 +6,12 @@ pretrained-weights name (``alexnet``, ``vgg11``, ``vgg16``: torchvision's ImageN
 the PyTorch hub cache or downloaded), or a torchvision-format ``.pth`` file.
 
 Adaptation: the data is brought to a cnnlab source's input (size, channels: an RGB folder is
-converted to grey for a 1-channel model); pretrained ImageNet weights are brought to the data
+converted to grey for a 1-channel model) through the :class:`~cnnlab.inference.Preprocess`
+the new checkpoint records, so ``predict`` and ``serve`` later see each file as training did:
+a digit model's ``mnist-digits`` when the folder looks like digits on paper, ``resize``
+otherwise (said in the log; ``preprocess`` chooses). The splits are files listed in the run's
+``splits.json``: ``shots`` per class for training and the rest for test, or a held-out
+``test_fraction`` without a test folder. Pretrained ImageNet weights are brought to the data
 (a grey folder folds the first layer's filters to one channel; images are resized to the
 weights' input size unless ``image_size`` says otherwise). The head is kept when the folder's
 classes are the source's classes (same names: a domain shift, such as another digit dataset),
@@ -28,6 +33,7 @@ Strategies:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -38,13 +44,29 @@ import torch
 from torch import nn
 
 from cnnlab.config import resolve_config
-from cnnlab.data import ImageDataset, load_image_folder, stratified_split
+from cnnlab.data import (
+    FolderListing,
+    ImageDataset,
+    list_image_folder,
+    probe_images,
+    read_folder_images,
+)
 from cnnlab.errors import CheckpointError, ConfigError, DataError
+from cnnlab.inference.preprocess import KINDS, Preprocess
 from cnnlab.models import Classifier, InputSpec, create_model
-from cnnlab.training.data import PreparedData
+from cnnlab.training.checkpoint import atomic_write_bytes
+from cnnlab.training.data import (
+    MANIFEST_NAME,
+    PreparedData,
+    folder_manifest,
+    split_folder,
+    suggest_digit_preprocess,
+)
 
 __all__ = ["STRATEGIES", "FinetuneResult", "FinetuneSettings", "finetune", "head_module",
            "layer_groups", "load_source"]
+
+log = logging.getLogger("cnnlab")
 
 STRATEGIES = ("linear", "finetune", "gradual", "discriminative")
 # below this many training images in some class, no validation slice is held out: a few
@@ -72,6 +94,8 @@ class FinetuneSettings:
     early_stopping: int = 10  # epochs without validation gain (with a validation split)
     lr_decay: float = 0.7  # discriminative: factor per layer going down
     image_size: int = 0  # 0 = the source's input size
+    preprocess: str = ""  # "" = auto: the source's (mnist-digits only for digit-like folders)
+    test_fraction: float = 0.2  # no --test-dir and no --shots: the held-out test share
     feature_cache: bool = True  # linear strategy: compute the frozen features once
     seed: int = 0
     device: str = "auto"
@@ -172,21 +196,20 @@ def layer_groups(model: nn.Module) -> list[list[nn.Parameter]]:
 
 # --- data -------------------------------------------------------------------------------------
 
-def _folder(path: str | None, what: str, channels: int | None, size: tuple[int, int] | None,
-            progress: bool) -> ImageDataset | None:
-    if path is None:
-        return None
-    ds = load_image_folder(path, channels=channels, size=size, progress=progress)
-    if len(ds.classes) < 2:
-        raise DataError(f"{what} {path} has one class ({ds.classes[0]!r}); a classifier needs "
-                        "at least two class folders")
-    return ds
+def _listing(path: str, what: str) -> FolderListing:
+    listing = list_image_folder(path)
+    if len(listing.classes) < 2:
+        raise DataError(f"{what} {path} has one class ({listing.classes[0]!r}); a classifier "
+                        "needs at least two class folders")
+    return listing
 
 
-def _take_shots(ds: ImageDataset, shots: int, seed: int) -> tuple[ImageDataset, ImageDataset]:
-    targets = ds.targets
-    counts = torch.bincount(targets, minlength=len(ds.classes))
-    short = [(ds.classes[k], int(n)) for k, n in enumerate(counts) if n <= shots]
+def _take_shots(listing: FolderListing, shots: int, seed: int
+                ) -> tuple[FolderListing, FolderListing]:
+    """``shots`` files per class (seeded) for training, and the rest."""
+    targets = torch.tensor(listing.targets)
+    counts = torch.bincount(targets, minlength=len(listing.classes))
+    short = [(listing.classes[k], int(n)) for k, n in enumerate(counts) if n <= shots]
     if short:
         listed = ", ".join(f"{c!r} ({n})" for c, n in short)
         raise DataError(
@@ -196,19 +219,35 @@ def _take_shots(ds: ImageDataset, shots: int, seed: int) -> tuple[ImageDataset, 
         )
     g = torch.Generator().manual_seed(seed)
     keep = []
-    for k in range(len(ds.classes)):
+    for k in range(len(listing.classes)):
         idx = torch.nonzero(targets == k).flatten()
         keep.append(idx[torch.randperm(len(idx), generator=g)[:shots]])
     train_idx = torch.cat(keep).sort().values
-    mask = torch.ones(len(ds), dtype=torch.bool)
+    mask = torch.ones(len(listing), dtype=torch.bool)
     mask[train_idx] = False
-    return ds.subset(train_idx.numpy()), ds.subset(torch.nonzero(mask).flatten().numpy())
+    return (listing.subset(train_idx.tolist()),
+            listing.subset(torch.nonzero(mask).flatten().tolist()))
 
 
-def _check_classes(name: str, ds: ImageDataset, classes: list[str]) -> None:
-    if list(ds.classes) != classes:
-        raise DataError(f"{name} has classes {ds.classes} but the training folder has "
+def _check_listing_classes(name: str, listing: FolderListing, classes: list[str]) -> None:
+    if list(listing.classes) != classes:
+        raise DataError(f"{name} has classes {listing.classes} but the training folder has "
                         f"{classes}; both need the same class folders")
+
+
+def _choose_preprocess(s: FinetuneSettings, src: _Source, listing: FolderListing,
+                       channels: int, size: tuple[int, int]) -> Preprocess:
+    """How the folder's files become input: a digit model's ``mnist-digits`` when the
+    folder looks like digits (else ``resize``, said in the log), ``resize`` for pretrained
+    weights, or what ``--preprocess`` asks for."""
+    if s.preprocess:
+        return Preprocess(s.preprocess, channels, size[0], size[1])
+    if src.kind == "checkpoint" and src.preprocessing is not None:
+        source = Preprocess.from_spec(src.preprocessing)
+        if source.kind == "mnist-digits":
+            at_size = Preprocess("mnist-digits", channels, size[0], size[1])
+            return suggest_digit_preprocess(listing, at_size)
+    return Preprocess("resize", channels, size[0], size[1])
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -242,11 +281,9 @@ def finetune(s: FinetuneSettings) -> FinetuneResult:
         torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed)
     # the folder's channels decide a pretrained model's first layer
-    probe = load_image_folder(s.train_dir, size=(8, 8), progress=False)
-    if len(probe.classes) < 2:
-        raise DataError(f"training folder {s.train_dir} has one class ({probe.classes[0]!r}); "
-                        "a classifier needs at least two class folders")
-    src = load_source(s.source, arch=s.arch, channels=int(probe.images.shape[1]),
+    listing = _listing(s.train_dir, "training folder")
+    _, gray = probe_images(listing, limit=200)
+    src = load_source(s.source, arch=s.arch, channels=1 if gray else 3,
                       image_size=s.image_size, download=s.download, progress=s.progress)
     spec = src.model.input_spec
     channels = spec.channels
@@ -255,31 +292,39 @@ def finetune(s: FinetuneSettings) -> FinetuneResult:
             and size != (spec.height, spec.width):
         raise ConfigError(
             f"{src.arch} takes exactly {spec.height}x{spec.width} images; drop --image-size")
+    pre = _choose_preprocess(s, src, listing, channels, size)
+    log.info("%s: %s", s.train_dir, pre.describe())
 
-    full = _folder(s.train_dir, "training folder", channels, size, s.progress)
-    assert full is not None
-    classes = list(full.classes)
-    test = _folder(s.test_dir, "test folder", channels, size, s.progress)
-    if test is not None:
-        _check_classes(f"test folder {s.test_dir}", test, classes)
-    train = full
+    # the splits, as files: written to splits.json, read back by evaluate and report
+    classes = list(listing.classes)
+    train_l, test_l = listing, None
+    if s.test_dir is not None:
+        test_l = _listing(s.test_dir, "test folder")
+        _check_listing_classes(f"test folder {s.test_dir}", test_l, classes)
     if s.shots:
-        train, rest = _take_shots(full, s.shots, s.seed)
-        if test is None:
-            test = rest
-    val = _folder(s.val_dir, "validation folder", channels, size, s.progress)
-    if val is not None:
-        _check_classes(f"validation folder {s.val_dir}", val, classes)
+        train_l, rest = _take_shots(listing, s.shots, s.seed)
+        test_l = test_l if test_l is not None else rest
+    elif test_l is None:
+        train_l, test_l = split_folder(listing, s.test_fraction, s.seed, "test")
+    val_l = None
+    if s.val_dir is not None:
+        val_l = _listing(s.val_dir, "validation folder")
+        _check_listing_classes(f"validation folder {s.val_dir}", val_l, classes)
     else:
-        counts = torch.bincount(train.targets, minlength=len(classes))
+        counts = torch.bincount(torch.tensor(train_l.targets), minlength=len(classes))
         frac = s.val_fraction if s.val_fraction is not None else (
             0.2 if int(counts.min()) >= VAL_MIN_PER_CLASS else 0.0)
         if frac > 0:
-            if int(counts.min()) < 2:
-                raise DataError("a validation split needs at least 2 images in every class; "
-                                "pass --val-fraction 0 or --val-dir")
-            train_idx, val_idx = stratified_split(train.targets, frac, s.seed)
-            train, val = train.subset(train_idx), train.subset(val_idx)
+            train_l, val_l = split_folder(train_l, frac, s.seed, "validation")
+    train, train_sha = read_folder_images(train_l, pre, progress=s.progress)
+    parts = {"train": (train_l, train_sha)}
+    val = test = None
+    if val_l is not None:
+        val, val_sha = read_folder_images(val_l, pre, progress=s.progress)
+        parts["val"] = (val_l, val_sha)
+    test, test_sha = read_folder_images(test_l, pre, progress=s.progress)
+    parts["test"] = (test_l, test_sha)
+    manifest = folder_manifest(s.train_dir, s.seed, pre, parts)
 
     # the model: source weights (or fresh ones), input and head adapted
     model = src.model
@@ -291,14 +336,8 @@ def finetune(s: FinetuneSettings) -> FinetuneResult:
         model.reset_classifier(len(classes))
     mean, std = spec.mean, spec.std
     model.input_spec = InputSpec(channels, size[0], size[1], mean, std)
-    if src.kind == "checkpoint" and src.preprocessing is not None and \
-            src.preprocessing.get("kind") == "mnist-digits" and size == (28, 28) and channels == 1:
-        preprocessing = dict(src.preprocessing)
-    else:
-        preprocessing = {"kind": "resize", "channels": channels, "height": size[0],
-                         "width": size[1]}
     data = PreparedData(train=train, val=val, test=test, classes=classes, mean=tuple(mean),
-                        std=tuple(std), preprocessing=preprocessing)
+                        std=tuple(std), preprocessing=pre.to_spec(), manifest=manifest)
 
     epochs = s.epochs or _auto_epochs(len(train), s.batch_size)
     lr = s.lr or _auto_lr(s.strategy, src.kind, s.scratch)
@@ -311,7 +350,7 @@ def finetune(s: FinetuneSettings) -> FinetuneResult:
     cfg = resolve_config({
         "model": {"name": src.arch, **src.kwargs},
         "data": {"dataset": str(s.train_dir), "image_size": size[0] if size[0] == size[1]
-                 else 0, "channels": channels, "val_fraction": 0.0,
+                 else 0, "channels": channels, "val_fraction": 0.0, "preprocess": pre.kind,
                  "augment": {"enabled": augment, "rotation": 10.0, "scale_min": 0.9,
                              "scale_max": 1.1, "translate": 0.1, "hflip": hflip}},
         "optim": {"optimizer": "adam", "lr": lr, "scheduler": "cosine",
@@ -326,8 +365,12 @@ def finetune(s: FinetuneSettings) -> FinetuneResult:
             "val_images": len(val) if val is not None else 0,
             "test_images": len(test) if test is not None else 0,
             "input": [channels, size[0], size[1]], "mean": list(mean), "std": list(std),
+            "preprocessing": pre.to_spec(),
             "epochs": epochs, "lr": lr, "augment": augment, "feature_cache": cached}
 
+    out.mkdir(parents=True, exist_ok=True)
+    splits_text = json.dumps(manifest) + "\n"
+    atomic_write_bytes(out / MANIFEST_NAME, lambda f: f.write(splits_text.encode()))
     t0 = time.perf_counter()
     if cached:
         from cnnlab.training.cached import fit_head_on_features
@@ -359,6 +402,8 @@ def _check(s: FinetuneSettings) -> None:
         ("--lr-decay", 0 < s.lr_decay <= 1, "in (0, 1]"),
         ("--image-size", s.image_size >= 0, ">= 0 (0 = the source's size)"),
         ("--val-fraction", s.val_fraction is None or 0 <= s.val_fraction < 1, "in [0, 1)"),
+        ("--test-fraction", 0 < s.test_fraction < 1, "in (0, 1)"),
+        ("--preprocess", s.preprocess in ("", *KINDS), f"one of {', '.join(KINDS)}"),
     ]
     for flag, ok, expected in checks:
         if not ok:

@@ -72,7 +72,12 @@ def test_predict_reports_bad_files_and_predicts_the_rest(run_dir, folder, tmp_pa
     code = main(["predict", str(run_dir), *map(str, good), str(bad), "--json", "-q"])
     captured = capsys.readouterr()
     assert code == 2
-    lines = [json.loads(ln) for ln in captured.out.splitlines()]
+    every = [json.loads(ln) for ln in captured.out.splitlines()]
+    # the bad file gets a line of its own with the error, so JSON consumers see every input
+    errors = [ln for ln in every if "error" in ln]
+    assert [ln["path"] for ln in errors] == [str(bad)] and "label" not in errors[0]
+    assert "not a readable image" in errors[0]["error"]
+    lines = [ln for ln in every if "error" not in ln]
     assert [ln["path"] for ln in lines] == [str(p) for p in good]
     assert all(set(ln["probabilities"]) == {"a", "b", "c"} for ln in lines)
     assert all(abs(sum(ln["probabilities"].values()) - 1) < 1e-5 for ln in lines)

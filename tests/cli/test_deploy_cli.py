@@ -24,7 +24,10 @@ def run_dir(tmp_path_factory):
 def test_export_and_quantize(run_dir, tmp_path, capsys):
     assert main(["export", str(run_dir), "--out", str(tmp_path / "m.onnx"), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["top1_agreement"] == 1.0 and r["images"] == 8
+    # checked on the validation split (1/12 of 32 training images, one per class), never on
+    # the test split, which only reports
+    assert r["top1_agreement"] == 1.0 and r["images"] == 2
+    assert r["checked_on"].endswith("val split")
     assert main(["export", str(run_dir), "--format", "torchscript", "--out",
                  str(tmp_path / "m.ts")]) == 0
     assert "top-1 agreement 100.00%" in capsys.readouterr().out
@@ -48,7 +51,8 @@ def test_quantize_qat(run_dir, tmp_path, capsys):
     assert main(["quantize", str(run_dir), "--method", "qat", "--epochs", "1", "--calibration",
                  "16", "--out", str(tmp_path / "q.onnx"), "-q"]) == 0
     out = capsys.readouterr().out
-    assert "quantisation-aware training: 1 epoch(s) on 32 training images" in out
+    # the training split: 32 images less the 2 held out for validation
+    assert "quantisation-aware training: 1 epoch(s) on 30 training images" in out
     assert "INT8 qat" in out and "accuracy" in out and "smaller" in out
     assert main(["quantize", str(run_dir), "--method", "qat", "--epochs", "0", "--out",
                  str(tmp_path / "q0.onnx")]) == 2

@@ -47,11 +47,16 @@ def test_finetune_json_report_and_evaluate_on_the_folder(source, target, tmp_pat
     assert result["head"] == "kept" and result["train_images"] == 9
     assert result["test_images"] == 15 and result["metrics"]["test_images"] == 15
     assert result["report"].endswith("report.html") and (out / "report.html").is_file()
-    # evaluate on an image folder given as --data-dir
+    # evaluate on the training folder given as --data-dir: its test split (splits.json), not
+    # all 24 images, 9 of which it trained on
     assert main(["evaluate", str(out), "--data-dir", str(target), "--no-report", "--json",
                  "-q"]) == 0
     ev = json.loads(capsys.readouterr().out)
-    assert ev["samples"] == 24 and ev["dataset"] == str(target)
+    assert ev["samples"] == 15 and ev["dataset"] == str(target) and ev["origin"] == "own"
+    manifest = json.loads((out / "splits.json").read_text())
+    train = {f["path"] for f in manifest["splits"]["train"]["files"]}
+    test = {f["path"] for f in manifest["splits"]["test"]["files"]}
+    assert len(train) == 9 and len(test) == 15 and not train & test
     # plain text output
     assert main(["finetune", str(source), "--train-dir", str(target), "--strategy", "linear",
                  "--epochs", "2", "--device", "cpu", "--out", str(tmp_path / "lin"), "-q"]) == 0

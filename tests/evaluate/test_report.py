@@ -135,7 +135,7 @@ def test_missing_run_directory(tmp_path):
 
 def test_bad_split_and_batch_size(run_dir):
     with pytest.raises(ConfigError, match="The 'split' parameter of build_report must be"):
-        build_report(run_dir, split="val")
+        build_report(run_dir, split="validation")
     with pytest.raises(ConfigError, match="The 'batch_size' parameter of build_report must be"):
         build_report(run_dir, batch_size=0)
 

@@ -11,8 +11,13 @@ $TORCH_HOME/hub/checkpoints, default ~/.cache/torch, and downloaded with a hash 
 $CNNLAB_OFFLINE=1), or a torchvision-format .pth file (--arch names its architecture when the
 file name does not).
 
-Adaptation: images are resized to the source's input size (--image-size for pretrained
-weights) and converted to its channels; ImageNet weights take grey folders by folding their
+Adaptation: images go through the preprocessing the new checkpoint records, so `cnnlab
+predict`, `cnnlab evaluate` and `cnnlab serve` see every file as training did. From a digit
+model (the MNIST models, `default`): each image is brought to MNIST form (polarity detected,
+cropped to the ink, fitted to 20x20, centred by mass) when the folder looks like digits on
+paper; a folder of colour images or pictures is resized instead, and the log says so
+(--preprocess chooses). Images are converted to the source's channels and size
+(--image-size for pretrained weights); ImageNet weights take grey folders by folding their
 first layer to one channel. The head is kept when the folder's classes are the source's
 (same names, e.g. another digits dataset) and replaced otherwise. Normalisation comes from the
 source and is stored in the checkpoint, so `cnnlab predict` and `cnnlab evaluate` apply it.
@@ -27,6 +32,8 @@ Strategies:
 Defaults for few images, and why:
   --shots K       K images per class are drawn (seeded) for training; the rest of the
                   folder is the test split, so the result says how well K labels generalise
+  test split      --test-dir, the images --shots leaves, or else --test-fraction (20 %) of
+                  the folder, stratified and seeded; splits.json in the run lists the files
   validation      20 % of the training images when every class has at least 30, else none:
                   a handful of images per class is too few to steer by and too valuable to
                   hold back, so training runs a fixed schedule and keeps the last epoch
@@ -67,6 +74,12 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--shots", type=int, default=0, metavar="K",
                    help="train on K images per class (default: all)")
+    p.add_argument("--test-fraction", type=float, default=0.2, metavar="F",
+                   help="without --test-dir or --shots: the share of the folder held out as "
+                        "the test split (default: 0.2)")
+    p.add_argument("--preprocess", choices=["mnist-digits", "resize"], default=None,
+                   help="how files become input (default: the source's: mnist-digits for "
+                        "digit models on digit-like folders, else resize)")
     p.add_argument("--strategy", choices=STRATEGIES, default="finetune",
                    help="default: finetune (see above)")
     p.add_argument("--scratch", action="store_true",
@@ -114,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
         arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         val_fraction=args.val_fraction, augment=args.augment,
         early_stopping=args.early_stopping, lr_decay=args.lr_decay,
-        image_size=args.image_size, feature_cache=args.feature_cache, seed=args.seed,
+        image_size=args.image_size, preprocess=args.preprocess or "",
+        test_fraction=args.test_fraction, feature_cache=args.feature_cache, seed=args.seed,
         device=args.device, threads=args.threads, download=args.download,
         overwrite=args.overwrite, progress=not args.quiet)
     result = finetune(s)

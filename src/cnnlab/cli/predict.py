@@ -31,7 +31,9 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
                         "available at batch 1, measured on first use and remembered in "
                         "~/.cache/cnnlab/engines (default: auto)")
     p.add_argument("--json", action="store_true",
-                   help="one JSON object per line: path, label, probabilities (all classes)")
+                   help="one JSON object per line: path, label, probabilities (all classes); "
+                        "a file that cannot be classified (unreadable, or a blank page with no "
+                        "ink) gets a line with path and error instead")
     p.set_defaults(run=run)
 
 
@@ -60,12 +62,14 @@ def run(args: argparse.Namespace) -> int:
 
     from cnnlab.api import load
     from cnnlab.device import resolve_device
-    from cnnlab.errors import CnnlabError
+    from cnnlab.errors import CnnlabError, ConfigError
 
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k must be >= 1 (classes to show per image); got {args.top_k}")
     model = load(args.checkpoint, device=resolve_device(args.device), engine=args.engine)
     files, bad = _expand(args.inputs)
     for path, reason in bad:
-        print(f"error: {path}: {reason}", file=sys.stderr)
+        _report_error(path, reason, args.json)
     inputs, names = [], []
     for path in files:
         try:
@@ -73,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
             names.append(path)
         except CnnlabError as e:
             bad.append((path, str(e)))
-            message = str(e) if path in str(e) else f"{path}: {e}"
-            print(f"error: {message}", file=sys.stderr)
+            _report_error(path, str(e), args.json)
     if inputs:
         import torch
 
@@ -86,3 +89,14 @@ def run(args: argparse.Namespace) -> int:
                 top = ", ".join(f"{c} {p:.1%}" for c, p in pred.top(args.top_k))
                 print(f"{path}: {pred.label}   (top {args.top_k}: {top})")
     return 2 if bad else 0
+
+
+def _report_error(path: str, reason: str, as_json: bool) -> None:
+    """A file that gets no label: one `error:` line on stderr, and with --json also a line
+    on stdout naming it, so a consumer of the JSON sees every input."""
+    import json
+
+    message = reason if path in reason else f"{path}: {reason}"
+    print(f"error: {message}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"path": path, "error": reason}))

@@ -11,10 +11,11 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
         help="fine-tune the served model on its feedback; promote it only if not worse",
         description="Fine-tune the champion on the feedback store's images plus a replay "
                     "sample of its original\ntraining data, hold part of the feedback out, "
-                    "and compare challenger with champion on the\noriginal test split and on "
-                    "the held-out feedback. The challenger is registered in the\nstore's model "
-                    "registry and promoted only if it is not worse on both; a running service\n"
-                    "then picks it up with POST /v1/admin/reload.",
+                    "and compare challenger with champion on the\nchampion's validation split "
+                    "(when it has one) and on the held-out feedback. The\nchallenger is "
+                    "registered in the store's model registry and promoted only if it is not\n"
+                    "worse on both; the test split is reported after the decision, never used "
+                    "for it.\nA running service then picks it up with POST /v1/admin/reload.",
         epilog="Example: cnnlab retrain --from default --feedback sqlite:///runs/serve/"
                "feedback.db --out runs/retrain-1")
     p.add_argument("--from", dest="champion", default="default", metavar="CHECKPOINT",
@@ -49,10 +50,11 @@ def run(args: argparse.Namespace) -> int:
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{v:.2%}"
 
-    t, h = r["test"], r["held_out_feedback"]
+    v, h, t = r["validation"], r["held_out_feedback"], r["test"]
     print(f"feedback {r['feedback']} ({r['feedback_held_out']} held out), replay "
-          f"{r['replay']}: test {pct(t['champion'])} -> {pct(t['challenger'])}, held-out "
-          f"feedback {pct(h['champion'])} -> {pct(h['challenger'])}")
+          f"{r['replay']}: validation {pct(v['champion'])} -> {pct(v['challenger'])}, held-out "
+          f"feedback {pct(h['champion'])} -> {pct(h['challenger'])} (these decide); test "
+          f"{pct(t['champion'])} -> {pct(t['challenger'])} (reported)")
     print(f"version {r['version']}: " + ("promoted; reload a running service with POST "
                                          "/v1/admin/reload" if r["promoted"] else
                                          "not promoted (worse than the champion)"))

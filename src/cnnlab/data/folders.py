@@ -7,11 +7,15 @@ the EXIF orientation of phone photos, and reports unreadable files by name.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import warnings
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,8 +29,12 @@ from .datasets import ImageDataset
 __all__ = [
     "IMAGE_EXTENSIONS",
     "MAX_IMAGE_PIXELS",
+    "FolderListing",
     "image_to_array",
+    "list_image_folder",
     "load_image_folder",
+    "probe_images",
+    "read_folder_images",
     "read_image",
 ]
 
@@ -108,11 +116,13 @@ def _is_gray(image: Image.Image) -> bool:
 
 
 def image_to_array(
-    image: Image.Image, channels: int, size: tuple[int, int] | None = None
+    image: Image.Image, channels: int, size: tuple[int, int] | None = None,
+    resample: Image.Resampling = Image.Resampling.LANCZOS,
 ) -> np.ndarray:
     """A PIL image as uint8 ``(C, H, W)`` with 1 (luma) or 3 (RGB) channels.
 
-    Transparency is composited on white; ``size=(H, W)`` resizes with antialiasing.
+    Transparency is composited on white; ``size=(H, W)`` resizes with ``resample``
+    (antialiased Lanczos by default).
 
     Raises:
         ConfigError: ``channels`` is not 1 or 3, or ``size`` is not two positive ints.
@@ -130,7 +140,7 @@ def image_to_array(
     if size is not None:
         _check_size(size)
         if image.size != (size[1], size[0]):
-            image = image.resize((size[1], size[0]), Image.Resampling.LANCZOS)
+            image = image.resize((size[1], size[0]), resample)
     array = np.asarray(image, dtype=np.uint8)
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
@@ -161,38 +171,35 @@ def _listing(items: list[str]) -> str:
     return shown + (f"; and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else "")
 
 
-def load_image_folder(
-    root: str | os.PathLike[str],
-    channels: int | None = None,
-    size: tuple[int, int] | None = None,
-    progress: bool = True,
-) -> ImageDataset:
-    """Load ``root/<class>/*.{png,jpg,jpeg,bmp}`` into memory; classes sorted by name.
+@dataclass(frozen=True)
+class FolderListing:
+    """The image files of a ``root/<class>/<image>`` folder, in a stable order."""
+
+    root: Path
+    classes: list[str]  # sorted by name
+    paths: list[str]  # relative to root, '/'-separated
+    targets: list[int]  # index into classes, one per path
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, indices: Any) -> FolderListing:
+        idx = [int(i) for i in indices]
+        return FolderListing(self.root, self.classes, [self.paths[i] for i in idx],
+                             [self.targets[i] for i in idx])
+
+
+def list_image_folder(root: str | os.PathLike[str]) -> FolderListing:
+    """The image files of ``root/<class>/*.{png,jpg,jpeg,bmp}``; classes sorted by name.
 
     Hidden files and directories and other extensions are skipped; extensions match in any
-    case. Only the files directly inside each class directory are read.
-
-    Args:
-        root: the folder holding one sub-directory per class.
-        channels: 1 (greyscale) or 3 (RGB); None: 1 if every image is greyscale, else 3.
-        size: ``(H, W)`` to resize every image to (antialiased); None: all must share a size.
-        progress: show a progress bar while decoding.
+    case. Only the files directly inside each class directory count.
 
     Raises:
         DatasetNotFoundError: ``root`` does not exist or is not a directory.
-        ConfigError: bad ``channels`` or ``size``.
-        DataError: no class directories, class directories without images, unreadable
-            images (listed by name), or images of different sizes with ``size=None``.
+        DataError: no class directories, or class directories without images.
     """
     root = Path(root)
-    if channels not in (None, 1, 3):
-        raise ConfigError(
-            f"The 'channels' parameter of load_image_folder must be 1, 3 or None. "
-            f"Got {channels!r} instead."
-        )
-    if size is not None:
-        _check_size(size)
-        size = (int(size[0]), int(size[1]))
     if not root.is_dir():
         raise DatasetNotFoundError(
             f"{root}: no such directory; expected a folder with one sub-directory of images "
@@ -214,43 +221,142 @@ def load_image_folder(
             f"{root}: class directories without images ({', '.join(sorted(IMAGE_EXTENSIONS))}): "
             f"{', '.join(empty)}; add images to them or remove them"
         )
+    paths, targets = [], []
+    for label, found in enumerate(files.values()):
+        for p in found:
+            paths.append(p.relative_to(root).as_posix())
+            targets.append(label)
+    return FolderListing(root, list(files), paths, targets)
 
-    arrays: list[np.ndarray] = []  # (C, H, W), C = 1 for greyscale files unless channels=3
-    targets: list[int] = []
+
+def probe_images(listing: FolderListing, limit: int = 0) -> tuple[Counter[tuple[int, int]], bool]:
+    """The image sizes ``(H, W)`` (with counts) and whether every image is greyscale, read
+    from the file headers only (no pixel is decoded); ``limit`` > 0 looks at that many
+    files spread over the folder."""
+    paths = listing.paths
+    if limit and len(paths) > limit:
+        step = len(paths) / limit
+        paths = [paths[int(i * step)] for i in range(limit)]
+    sizes: Counter[tuple[int, int]] = Counter()
+    gray = True
+    for rel in paths:
+        try:
+            with Image.open(listing.root / rel, formats=_FORMATS) as im:
+                sizes[(im.size[1], im.size[0])] += 1
+                gray = gray and _is_gray(im) and "transparency" not in im.info
+        except (OSError, SyntaxError, ValueError):
+            continue  # unreadable files are reported, by name, when the images are read
+    return sizes, gray
+
+
+def read_folder_images(
+    listing: FolderListing,
+    transform: Callable[[Image.Image], np.ndarray],
+    *,
+    progress: bool = True,
+    name: str | None = None,
+) -> tuple[ImageDataset, list[str]]:
+    """Decode every file of ``listing`` and bring it to model input with ``transform``.
+
+    Returns:
+        The dataset (uint8 images as ``transform`` made them) and the SHA-256 of each file's
+        bytes, in the listing's order (for split manifests).
+
+    Raises:
+        DataError: unreadable images (listed by name), images in which ``transform`` finds
+            nothing to classify, or outputs of different shapes.
+    """
+    arrays: list[np.ndarray] = []
+    digests: list[str] = []
     bad: list[str] = []
-    total = sum(len(paths) for paths in files.values())
-    with Progress(total, f"read {root.name}", "img", enabled=progress) as bar:
-        for label, paths in enumerate(files.values()):
-            for path in paths:
-                bar.update()
-                try:
-                    image = read_image(path)
-                except DataError as e:
-                    bad.append(str(e))
-                    continue
-                want = channels or (1 if _is_gray(image) else 3)
-                arrays.append(image_to_array(image, want, size))
-                targets.append(label)
+    root = listing.root
+    label = name or root.name
+    with Progress(len(listing), f"read {label}", "img", enabled=progress) as bar:
+        for rel in listing.paths:
+            bar.update()
+            path = root / rel
+            try:
+                data = path.read_bytes()
+            except OSError as e:
+                bad.append(f"{path}: cannot be read ({e.strerror or e})")
+                continue
+            try:
+                arrays.append(np.asarray(transform(read_image(data, name=str(path)))))
+            except DataError as e:
+                message = str(e)
+                bad.append(message if str(path) in message else f"{path}: {message}")
+                continue
+            digests.append(hashlib.sha256(data).hexdigest())
     if bad:
         raise DataError(
-            f"{root}: {len(bad)} of {total} images cannot be read: {_listing(bad)}. "
+            f"{root}: {len(bad)} of {len(listing)} images cannot be read: {_listing(bad)}. "
             "Fix or remove these files"
         )
-    shapes = Counter(a.shape[1:] for a in arrays)
+    shapes = Counter(a.shape for a in arrays)
     if len(shapes) > 1:
+        found = ", ".join(f"{'x'.join(map(str, s))} ({n})" for s, n in shapes.most_common(5))
+        raise DataError(f"{root}: the images became inputs of different shapes ({found}); "
+                        "the preprocessing must give one shape")
+    images = (torch.from_numpy(np.stack(arrays)) if arrays
+              else torch.zeros((0, 1, 1, 1), dtype=torch.uint8))
+    return ImageDataset(images=images, targets=torch.tensor(listing.targets, dtype=torch.int64),
+                        classes=list(listing.classes), name=label, source=str(root)), digests
+
+
+def load_image_folder(
+    root: str | os.PathLike[str],
+    channels: int | None = None,
+    size: tuple[int, int] | None = None,
+    progress: bool = True,
+    *,
+    transform: Callable[[Image.Image], np.ndarray] | None = None,
+) -> ImageDataset:
+    """Load ``root/<class>/*.{png,jpg,jpeg,bmp}`` into memory; classes sorted by name.
+
+    With ``transform`` (a :class:`cnnlab.inference.Preprocess`, say) every image goes
+    through it, and ``channels`` and ``size`` are not used: this is how every command reads a
+    folder for a model. Without it the images are converted to ``channels`` and resized to
+    ``size`` (the raw view, for data tools).
+
+    Args:
+        root: the folder holding one sub-directory per class.
+        channels: 1 (greyscale) or 3 (RGB); None: 1 if every image is greyscale, else 3.
+        size: ``(H, W)`` to resize every image to (antialiased); None: all must share a size.
+        progress: show a progress bar while decoding.
+        transform: decoded image -> uint8 ``(C, H, W)``.
+
+    Raises:
+        DatasetNotFoundError: ``root`` does not exist or is not a directory.
+        ConfigError: bad ``channels`` or ``size``.
+        DataError: no class directories, class directories without images, unreadable
+            images (listed by name), or images of different sizes with ``size=None``.
+    """
+    if channels not in (None, 1, 3):
+        raise ConfigError(
+            f"The 'channels' parameter of load_image_folder must be 1, 3 or None. "
+            f"Got {channels!r} instead."
+        )
+    if size is not None:
+        _check_size(size)
+        size = (int(size[0]), int(size[1]))
+    listing = list_image_folder(root)
+    if transform is not None:
+        return read_folder_images(listing, transform, progress=progress)[0]
+    if channels is None:
+        _, all_gray = probe_images(listing)
+        channels = 1 if all_gray else 3
+
+    def raw(image: Image.Image) -> np.ndarray:
+        return image_to_array(image, channels, size)
+    try:
+        return read_folder_images(listing, raw, progress=progress)[0]
+    except DataError as e:
+        if "different shapes" not in str(e):
+            raise
+        shapes = probe_images(listing)[0]
         (common, _), *_ = shapes.most_common(1)
         found = ", ".join(f"{h}x{w} ({n})" for (h, w), n in shapes.most_common(5))
         raise DataError(
-            f"{root}: images differ in size (HxW, count: {found}); pass a size to resize them "
-            f"all to, e.g. size=({common[0]}, {common[1]}) (data.image_size in a config)"
-        )
-    if channels is None and any(a.shape[0] == 3 for a in arrays):
-        # Mixed folder: greyscale images join the colour ones as three equal channels.
-        arrays = [np.repeat(a, 3, axis=0) if a.shape[0] == 1 else a for a in arrays]
-    return ImageDataset(
-        images=torch.from_numpy(np.stack(arrays)),
-        targets=torch.tensor(targets, dtype=torch.int64),
-        classes=list(files),
-        name=root.name,
-        source=str(root),
-    )
+            f"{listing.root}: images differ in size (HxW, count: {found}); pass a size to "
+            f"resize them all to, e.g. size=({common[0]}, {common[1]}) (--image-size)"
+        ) from e

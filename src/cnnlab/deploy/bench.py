@@ -131,7 +131,7 @@ def bench_model(source: str | Path, *, engines: tuple[str, ...] = ENGINES, round
         ConfigError: an unknown engine. CheckpointError: an unusable checkpoint.
     """
     from cnnlab.api import load
-    from cnnlab.deploy.onnx import _check_images
+    from cnnlab.deploy.onnx import check_images
     from cnnlab.evaluate.inference import evaluate_loss_accuracy
     from cnnlab.progress import Progress
 
@@ -140,7 +140,7 @@ def bench_model(source: str | Path, *, engines: tuple[str, ...] = ENGINES, round
         raise ConfigError(f"unknown engine(s) {', '.join(unknown)}; known: {', '.join(ENGINES)}")
     model = load(source)
     spec = model.input_spec
-    images, targets, what = _check_images(model, data_dir, 0)
+    images, targets, what = check_images(model, data_dir, 0)
     mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
     std = torch.tensor(spec.std).view(1, -1, 1, 1)
     test_x = (images.float() / 255 - mean) / std

@@ -9,8 +9,9 @@ the checkpoint file, and runs it with ONNX Runtime from then on.
 (``model.int8.onnx`` beside ``model.pt``, as ``cnnlab quantize`` writes it and as the packaged
 default model ships it) or one in the cache, made on first use from the training data. An INT8
 file is used only when its metadata names the checkpoint's SHA-256 and records that it kept
-the test accuracy within ``INT8_MAX_DROP_POINTS`` (0.1 point) of FP32 (or, without labelled
-test data, agreed with FP32 on at least 99 % of the top-1 classes).
+the accuracy within ``INT8_MAX_DROP_POINTS`` (0.1 point) of FP32 on validation images (or,
+in files made before that record, agreed with FP32 on at least 99 % of the top-1 classes).
+The test split never decides.
 
 ``auto`` measures the engines available at batch 1 the first time a checkpoint is loaded and
 remembers the fastest in the cache: PyTorch and the FP32 export always, the INT8 file when a
@@ -93,7 +94,7 @@ def int8_gate(quantization: dict[str, Any]) -> str | None:
     change = quantization.get("accuracy_change_points")
     if change is not None:
         if change < -INT8_MAX_DROP_POINTS:
-            return (f"it lost {-change:.2f} points of test accuracy (at most "
+            return (f"it lost {-change:.2f} points of validation accuracy (at most "
                     f"{INT8_MAX_DROP_POINTS} allowed)")
         return None
     agreement = quantization.get("top1_agreement")

@@ -222,31 +222,108 @@ def parity(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, Any]:
             "top1_agreement": agree}
 
 
-def _check_images(model: Any, data_dir: str | None, limit: int) -> tuple[torch.Tensor, Any,
-                                                                            str]:
-    """The model's own test split (uint8), its targets, and a description; random images when
-    the model's data cannot be found."""
-    from cnnlab.evaluate.report import _load_split
+SAMPLES_SUFFIX = ".samples.npz"
+
+
+def samples_path(checkpoint: str | Path) -> Path:
+    """Where a checkpoint's own check images live: ``model.samples.npz`` beside ``model.pt``."""
+    path = Path(checkpoint)
+    return path.with_name(f"{path.stem}{SAMPLES_SUFFIX}")
+
+
+def write_check_samples(checkpoint: str | Path, images: torch.Tensor, targets: torch.Tensor,
+                        what: str) -> Path:
+    """Store check images (uint8, already model input) beside a checkpoint, so its exports
+    can be checked and calibrated where its data is not (the packaged default model)."""
+    import io
+
+    out = samples_path(checkpoint)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, images=images.numpy(), targets=targets.numpy(),
+                        what=np.array(what))
+    _write_atomic(out, lambda p: p.write_bytes(buf.getvalue()))
+    return out
+
+
+def _stored_samples(model: Any) -> tuple[torch.Tensor, torch.Tensor, str] | None:
+    if not model.path:
+        return None
+    path = samples_path(model.path)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images, targets, what = z["images"], z["targets"], str(z["what"])
+    except (OSError, ValueError, KeyError) as e:
+        raise ExportError(f"{path} is not a readable samples file ({e}); delete it or restore "
+                          "it") from e
+    if tuple(images.shape[1:]) != model.input_spec.shape or images.dtype != np.uint8:
+        raise ExportError(f"{path} holds images of shape {images.shape[1:]} ({images.dtype}); "
+                          f"the model takes uint8 {model.input_spec.shape}: delete the file")
+    return torch.from_numpy(images), torch.from_numpy(targets.astype(np.int64)), what
+
+
+def check_images(model: Any, data_dir: str | None, limit: int = 0,
+                 ) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Labelled images to check an export on, and to gate an INT8 model by: the validation
+    split of the model's data, else its training split when it held out none, else the
+    samples stored beside the checkpoint (:func:`write_check_samples`). Never the test split
+    (that only reports) and never random images; never a download.
+
+    Returns:
+        uint8 images in the model's input form, their targets, and what they are.
+
+    Raises:
+        ExportError: none of those can be found.
+    """
+    from cnnlab.data import stratified_split
+    from cnnlab.errors import DataError
+    from cnnlab.training.data import load_split
+
+    found = None
+    errors = []
+    for split, note in (("val", ""), ("train", " (the model holds out no validation split)")):
+        try:
+            ds, src = load_split(model, split, data_dir=data_dir, allow_download=False)
+        except DataError as e:
+            errors.append(str(e))
+            continue
+        found = (ds.images, ds.targets, f"{src.name} {split} split{note}")
+        break
+    if found is None:
+        found = _stored_samples(model)
+    if found is None:
+        raise ExportError(
+            f"no images to check {model.path or 'the model'} on: its validation or training "
+            f"data is not here ({errors[-1] if errors else 'no data recorded'}) and no "
+            f"{samples_path(model.path or 'model.pt').name} lies beside it; pass --data-dir")
+    images, targets, what = found
+    if limit and len(images) > limit:
+        keep, _ = stratified_split(targets, 1 - limit / len(images), 0)
+        images, targets = images[keep], targets[keep]
+        what = f"{len(images)} images of the {what}"
+    return images, targets, what
+
+
+def test_images(model: Any, data_dir: str | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The model's own test split, to report figures on once decisions are made; None when it
+    is not here."""
+    from cnnlab.errors import DataError
+    from cnnlab.training.data import load_split
 
     try:
-        ds, name = _load_split(model, None, data_dir, "test", False)
-        images, targets = ds.images, ds.targets
-        what = f"{name} test split"
-    except Exception:  # no test split (folder), or the data is not on this machine
-        g = torch.Generator().manual_seed(0)
-        images = torch.randint(0, 256, (256, *model.input_spec.shape), generator=g,
-                               dtype=torch.uint8)
-        targets, what = None, "256 random images (the model's test split was not found)"
-    if limit and len(images) > limit:
-        images = images[:limit]
-        targets = targets[:limit] if targets is not None else None
-    return images, targets, what
+        ds, _ = load_split(model, "test", data_dir=data_dir, allow_download=False)
+    except DataError:
+        return None
+    return ds.images, ds.targets
 
 
 def export_model(source: str | Path, out: str | Path, *, fmt: str = "onnx",
                  opset: int = DEFAULT_OPSET, data_dir: str | None = None, limit: int = 0,
-                 tolerance: float = 1e-4) -> dict[str, Any]:
-    """Export a checkpoint (or run directory, or ``default``) and check it against PyTorch.
+                 tolerance: float = 1e-4,
+                 check: tuple[torch.Tensor, torch.Tensor, str] | None = None) -> dict[str, Any]:
+    """Export a checkpoint (or run directory, or ``default``) and check it against PyTorch on
+    validation images (:func:`check_images`), or on ``check`` = (images, targets, what).
 
     Raises:
         ConfigError: an unknown format. CheckpointError: an unusable checkpoint.
@@ -266,7 +343,7 @@ def export_model(source: str | Path, out: str | Path, *, fmt: str = "onnx",
     else:
         export_torchscript(model, out)
     export_s = time.perf_counter() - t0
-    images, targets, what = _check_images(model, data_dir, limit)
+    images, targets, what = check if check is not None else check_images(model, data_dir, limit)
     spec = model.input_spec
     ref = predict_logits(model.classifier, images, spec.mean, spec.std)
     if fmt == "onnx":
@@ -285,9 +362,8 @@ def export_model(source: str | Path, out: str | Path, *, fmt: str = "onnx",
         "source": model.path, "out": str(out), "format": fmt,
         "opset": opset if fmt == "onnx" else None, "bytes": out.stat().st_size,
         "export_s": round(export_s, 3), "checked_on": what, **check, "tolerance": tolerance}
-    if targets is not None:
-        report["accuracy_pytorch"] = round(evaluate_loss_accuracy(ref, targets)[1], 6)
-        report["accuracy_exported"] = round(evaluate_loss_accuracy(got, targets)[1], 6)
+    report["accuracy_pytorch"] = round(evaluate_loss_accuracy(ref, targets)[1], 6)
+    report["accuracy_exported"] = round(evaluate_loss_accuracy(got, targets)[1], 6)
     if not (check["max_abs_diff"] <= tolerance and check["top1_agreement"] == 1.0):
         out.unlink(missing_ok=True)
         raise ExportError(

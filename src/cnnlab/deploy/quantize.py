@@ -6,9 +6,11 @@ weights, activations quantised on the fly (no calibration data; ONNX Runtime app
 matrix multiplications and convolutions). ``qat``: quantisation-aware training, for when
 ``static`` loses accuracy: the model is fine-tuned for ``qat_epochs`` on ``qat_images`` training
 images with INT8 rounding simulated (:mod:`cnnlab.deploy.qat`), then quantised like ``static``.
-Each result is compared with the (original) model's FP32 export on the test split: accuracy
-change, top-1 agreement, file size, batch-1 latency and batch-1000 throughput, measured
-alternately in the same run.
+Each result is compared with the (original) model's FP32 export on validation images (the
+accuracy gate of the ``int8`` engine decides there; see
+:func:`cnnlab.deploy.onnx.check_images`): accuracy change, top-1 agreement, file size, batch-1
+latency and batch-1000 throughput, measured alternately in the same run. The test split's
+accuracy is reported after, never used to decide.
 """
 
 from __future__ import annotations
@@ -42,18 +44,25 @@ METHODS = ("static", "dynamic", "qat")
 
 
 def _training_split(model: Any, data_dir: str | None, method: str) -> Any:
-    """The model's training split (an ImageDataset); ExportError when it cannot be loaded."""
-    from cnnlab.evaluate.report import _load_split
+    """The model's training split (an ImageDataset), or for static calibration the check
+    samples stored beside the checkpoint; ExportError when neither can be loaded."""
+    from cnnlab.data import ImageDataset
+    from cnnlab.training.data import load_split
 
     try:
-        ds, _ = _load_split(model, None, data_dir, "train", False)
+        return load_split(model, "train", data_dir=data_dir, allow_download=False)[0]
     except Exception as e:
+        if method == "static":
+            from cnnlab.deploy.onnx import _stored_samples
+
+            stored = _stored_samples(model)
+            if stored is not None:
+                return ImageDataset(stored[0], stored[1], list(model.classes), "samples")
         what = ("static quantisation needs calibration images" if method == "static" else
                 "quantisation-aware training (--method qat) needs the images")
         raise ExportError(
             f"{what} from the model's training data, and those could not be loaded ({e}); "
             "pass --data-dir, or use --method dynamic, which needs none") from e
-    return ds
 
 
 def _stratified(targets: torch.Tensor, n: int) -> torch.Tensor:
@@ -152,7 +161,7 @@ def quantize_model(source: str | Path, out: str | Path, *, method: str = "static
     )
 
     from cnnlab.api import load
-    from cnnlab.deploy.onnx import _check_images
+    from cnnlab.deploy.onnx import check_images, test_images
 
     if method not in METHODS:
         raise ConfigError(f"--method must be one of {', '.join(METHODS)}; got {method!r}")
@@ -177,9 +186,12 @@ def quantize_model(source: str | Path, out: str | Path, *, method: str = "static
         train_images, train_targets = ds.images[keep], ds.targets[keep]
         del ds
         calib = train_images[_stratified(train_targets, calibration)]
+    # the gate decides on validation images; the test split is only reported, below
+    images, targets, what = check_images(model, data_dir, 0)
     with tempfile.TemporaryDirectory(prefix="cnnlab-quant-") as tmp:
         fp32_path = Path(tmp) / "fp32.onnx"
-        export_model(source, fp32_path, fmt="onnx", data_dir=data_dir, limit=1000)
+        export_model(source, fp32_path, fmt="onnx", data_dir=data_dir, limit=1000,
+                     check=(images[:1000], targets[:1000], what))
         fp32 = load_onnx(fp32_path)
         to_quantize = fp32_path
         if method == "qat":
@@ -193,7 +205,8 @@ def quantize_model(source: str | Path, out: str | Path, *, method: str = "static
                    "qat_time_s": round(time.perf_counter() - t0, 2)}
             ckpt = _save_finetuned(source, tuned, Path(tmp) / "qat.pt", {"qat": qat})
             to_quantize = Path(tmp) / "qat-fp32.onnx"
-            export_model(ckpt, to_quantize, fmt="onnx", data_dir=data_dir, limit=1000)
+            export_model(ckpt, to_quantize, fmt="onnx", data_dir=data_dir, limit=1000,
+                         check=(images[:1000], targets[:1000], what))
 
         class Reader(CalibrationDataReader):  # type: ignore[misc]
             def __init__(self, images: torch.Tensor) -> None:
@@ -207,7 +220,6 @@ def quantize_model(source: str | Path, out: str | Path, *, method: str = "static
                 x = self.images[i:i + 64].numpy().astype(np.float32) / 255.0
                 return {fp32.input_name: (x - fp32.mean) / fp32.std}
 
-        images, targets, what = _check_images(model, data_dir, 0)
         ref = fp32.predict_logits(images)
         sha = checkpoint_sha256(model.path) if model.path else None
         checked: dict[str, Any] = {}
@@ -255,14 +267,13 @@ def quantize_model(source: str | Path, out: str | Path, *, method: str = "static
             # the parity check goes into the file too: the int8 engine uses an INT8 file only
             # for the checkpoint it was made from, and only if it kept the accuracy
             checked["got"] = got = load_onnx(path).predict_logits(images)
-            record = {"checkpoint_sha256": sha, "checked_on": what,
-                      "top1_agreement": parity(ref, got)["top1_agreement"]}
-            if targets is not None:
-                from cnnlab.evaluate.inference import evaluate_loss_accuracy
+            from cnnlab.evaluate.inference import evaluate_loss_accuracy
 
-                record["accuracy_change_points"] = round(100 * (
-                    evaluate_loss_accuracy(got, targets)[1]
-                    - evaluate_loss_accuracy(ref, targets)[1]), 3)
+            record = {"checkpoint_sha256": sha, "checked_on": what,
+                      "top1_agreement": parity(ref, got)["top1_agreement"],
+                      "accuracy_change_points": round(100 * (
+                          evaluate_loss_accuracy(got, targets)[1]
+                          - evaluate_loss_accuracy(ref, targets)[1]), 3)}
             meta["quantization"].update(record)
             entry.value = json.dumps(meta)
             onnx.save(proto, str(path))
@@ -271,7 +282,14 @@ def quantize_model(source: str | Path, out: str | Path, *, method: str = "static
         int8 = load_onnx(out)
         got = checked["got"]
         tuned_logits = (load_onnx(to_quantize).predict_logits(images)
-                        if method == "qat" and targets is not None else None)
+                        if method == "qat" else None)
+        test = test_images(model, data_dir)
+        test_acc = None
+        if test is not None:  # reported, after the gate has decided on validation images
+            from cnnlab.evaluate.inference import evaluate_loss_accuracy
+
+            test_acc = {k: round(evaluate_loss_accuracy(m.predict_logits(test[0]), test[1])[1], 6)
+                        for k, m in (("fp32", fp32), ("int8", int8))}
         timing = time_onnx({"fp32": fp32, "int8": int8}, spec.shape)
         pytorch: dict[str, Any] | None = None
         if method == "static" and compare_pytorch and calib is not None:
@@ -293,16 +311,18 @@ def quantize_model(source: str | Path, out: str | Path, *, method: str = "static
         "throughput_speedup": round(timing["int8"]["throughput_images_per_s"]
                                     / timing["fp32"]["throughput_images_per_s"], 2),
     }
-    if targets is not None:
-        from cnnlab.evaluate.inference import evaluate_loss_accuracy
+    from cnnlab.evaluate.inference import evaluate_loss_accuracy
 
-        a32 = evaluate_loss_accuracy(ref, targets)[1]
-        a8 = evaluate_loss_accuracy(got, targets)[1]
-        report.update(accuracy_fp32=round(a32, 6), accuracy_int8=round(a8, 6),
-                      accuracy_change_points=round(100 * (a8 - a32), 3))
-        if tuned_logits is not None:
-            report["accuracy_qat_fp32"] = round(
-                evaluate_loss_accuracy(tuned_logits, targets)[1], 6)
+    a32 = evaluate_loss_accuracy(ref, targets)[1]
+    a8 = evaluate_loss_accuracy(got, targets)[1]
+    report.update(accuracy_fp32=round(a32, 6), accuracy_int8=round(a8, 6),
+                  accuracy_change_points=round(100 * (a8 - a32), 3))
+    if tuned_logits is not None:
+        report["accuracy_qat_fp32"] = round(evaluate_loss_accuracy(tuned_logits, targets)[1], 6)
+    if test_acc is not None:
+        report.update(test_accuracy_fp32=test_acc["fp32"], test_accuracy_int8=test_acc["int8"],
+                      test_accuracy_change_points=round(
+                          100 * (test_acc["int8"] - test_acc["fp32"]), 3))
     if pytorch is not None:
         if "pytorch_int8" in timing:
             row = timing.pop("pytorch_int8")

@@ -135,56 +135,39 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _is_class_folder(root: Path, classes: list[str], split: str) -> bool:
-    """Whether ``root`` (or ``root/split``) is an image folder with exactly these classes."""
-    for d in (root / split, root):
-        if d.is_dir():
-            subdirs = {p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")}
-            if subdirs and subdirs == set(classes):
-                return True
-    return False
+def _slug(name: str) -> str:
+    """A folder name for evaluations on ``name`` (a dataset name or a path)."""
+    import re
+
+    base = Path(name).name or "data"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-.") or "data"
 
 
-def _load_split(model: Any, dataset: str | ImageDataset | None, data_dir: str | None,
-                split: str, progress: bool) -> tuple[ImageDataset, str]:
-    from cnnlab.data import DATASETS, load_dataset, load_image_folder
+def compare_engines(checkpoint: str | Path, ds: ImageDataset, engines: list[str], *,
+                    device: Any = "cpu", batch_size: int = 1000) -> list[dict[str, Any]]:
+    """Accuracy of each engine on the same images, and its top-1 agreement with PyTorch: an
+    INT8 difference is visible instead of a silent disagreement between commands. An engine
+    that cannot run the model gets a row with its error."""
+    from cnnlab.api import load
+    from cnnlab.errors import CnnlabError
 
-    if dataset is None and data_dir and _is_class_folder(Path(data_dir), model.classes, split):
-        dataset, data_dir = data_dir, None  # --data-dir names an image folder of these classes
-    if isinstance(dataset, ImageDataset):
-        ds, name = dataset, dataset.name or "dataset"
-    else:
-        data_cfg = model.config.get("data", {})
-        name = dataset or data_cfg.get("dataset") or "mnist"
-        data_dir = data_dir or data_cfg.get("data_dir") or None
-        spec = model.input_spec
-        if name in DATASETS:
-            ds = load_dataset(name, split, data_dir=data_dir, progress=progress)
-            # the same resizing and channel conversion as training (image_size, channels)
-            from cnnlab.training.data import _convert_channels, _resize
-
-            if tuple(ds.images.shape[2:]) != (spec.height, spec.width):
-                ds = _resize(ds, (spec.height, spec.width))
-            ds = _convert_channels(ds, spec.channels)
-        else:
-            root = Path(name)
-            if not root.is_dir():
-                raise DataError(f"dataset {name!r} is neither a known dataset "
-                                f"({', '.join(DATASETS.names())}) nor an image folder")
-            if (root / split).is_dir():
-                root = root / split
-            ds = load_image_folder(root, channels=spec.channels, size=(spec.height, spec.width),
-                                   progress=progress)
-    spec = model.input_spec
-    if tuple(ds.images.shape[1:]) != spec.shape:
-        raise DataError(f"{name} {split} images have shape {tuple(ds.images.shape[1:])} but "
-                        f"the model expects {spec.shape}")
-    if list(ds.classes) != list(model.classes):
-        raise DataError(f"{name} has classes {ds.classes} but the model was trained on "
-                        f"{model.classes}")
-    if len(ds) == 0:
-        raise DataError(f"{name} {split} has no images to evaluate")
-    return ds, name
+    rows: list[dict[str, Any]] = []
+    reference = None
+    for name in ["torch", *[e for e in engines if e != "torch"]]:
+        try:
+            logits = load(checkpoint, device=device, engine=name).logits(
+                ds.images, batch_size=batch_size)
+        except CnnlabError as e:
+            rows.append({"engine": name, "error": str(e)})
+            continue
+        preds = logits.argmax(1)
+        if reference is None:
+            reference = preds
+        rows.append({"engine": name,
+                     "accuracy": float((preds == ds.targets).double().mean()),
+                     "agreement_with_torch": float((preds == reference).double().mean()),
+                     "disagreements": int((preds != reference).sum())})
+    return rows
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -197,6 +180,9 @@ def build_report(
     split: str = "test",
     device: str | torch.device = "cpu",
     out_dir: str | Path | None = None,
+    source: Any = None,
+    engine: str = "torch",
+    engines: Any = (),
     batch_size: int = 1000,
     n_boot: int = 1000,
     latency_runs: int = 100,
@@ -213,7 +199,12 @@ def build_report(
         split: ``"train"`` or ``"test"``.
         device: where to run the model (``auto``, ``cpu``, ``cuda``).
         out_dir: where to write ``report.html``, ``report.md``, ``metrics.json`` and ``plots/``;
-            default: the run directory (the checkpoint's folder).
+            default: the run directory (the checkpoint's folder) for the run's own data, and
+            ``RUN/eval/<data name>/`` for other data, so the run's own report stays.
+        source: the :class:`~cnnlab.training.data.SplitSource` of an in-memory ``dataset``.
+        engine: what computes the logits (``torch``, ``onnx``, ``int8``, ``auto``): the same
+            engine as ``predict`` for the same choice.
+        engines: other engines to compare on the same images (accuracy, top-1 agreement).
         batch_size: the evaluation batch size.
         n_boot: bootstrap resamples for the intervals.
         latency_runs, throughput_batch_size: the inference timing's batch-1 runs and large batch.
@@ -238,34 +229,50 @@ def build_report(
         expected_calibration_error,
         log_loss,
         measure_inference,
-        predict_logits,
         roc_auc,
         roc_curves,
         top_k_accuracy,
     )
     from cnnlab.models.summary import summarize
+    from cnnlab.training.data import SPLITS, SplitSource, load_split
 
-    if split not in ("train", "test"):
-        raise ConfigError(f"The 'split' parameter of build_report must be 'train' or 'test'. "
-                          f"Got {split!r} instead.")
+    if split not in SPLITS:
+        raise ConfigError(f"The 'split' parameter of build_report must be one of "
+                          f"{', '.join(SPLITS)}. Got {split!r} instead.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"The 'batch_size' parameter of build_report must be an int >= 1. "
                           f"Got {batch_size!r} instead.")
-    source = Path(run_dir_or_checkpoint)
     dev = resolve_device(str(device))
-    model = load(source, device=dev)  # raises CheckpointError for a missing run or file
-    ckpt_path = Path(model.path) if model.path else source
+    path = Path(run_dir_or_checkpoint)
+    # raises CheckpointError for a missing run or file
+    model = load(path, device=dev, engine=engine)
+    ckpt_path = Path(model.path) if model.path else path
     run_dir = _run_dir_of(ckpt_path)
-    out = Path(out_dir) if out_dir is not None else run_dir
-    if out_dir is None and _is_packaged_default(ckpt_path):
+    if isinstance(dataset, ImageDataset):  # already in the model's input form
+        from cnnlab.training.data import check_split
+
+        ds = check_split(dataset, dataset.name or "dataset", list(model.classes),
+                         model.input_spec.shape)
+        name = dataset.name or "dataset"
+        src = source if source is not None else SplitSource(name, split, "own",
+                                                            f"{name} {split} split")
+    else:
+        ds, src = load_split(model, split, dataset=dataset,
+                             data_dir=None if data_dir is None else str(data_dir),
+                             progress=progress)
+    name = src.name
+    if out_dir is not None:
+        out = Path(out_dir)
+    elif _is_packaged_default(ckpt_path):
         out = Path("runs") / "default"  # never write into the installed package
-    ds, name = _load_split(model, dataset, None if data_dir is None else str(data_dir), split,
-                           progress)
+    else:
+        out = run_dir
+    if out_dir is None and src.origin == "external":
+        out = out / "eval" / _slug(name)  # never over the run's own report and metrics
     spec, classes = model.input_spec, list(model.classes)
     k = len(classes)
 
-    logits = predict_logits(model.classifier, ds.images, spec.mean, spec.std,
-                            batch_size=batch_size, device=dev).float().cpu()
+    logits = model.logits(ds.images, batch_size=batch_size)
     probs = F.softmax(logits.double(), dim=1).numpy()  # float64: rows sum to 1 within 1e-12
     targets = ds.targets.numpy()
     preds = probs.argmax(axis=1)
@@ -290,7 +297,10 @@ def build_report(
     evaluation: dict[str, Any] = {
         "checkpoint": str(ckpt_path),
         "dataset": name,
-        "split": split,
+        "split": src.split,
+        "data": src.detail,
+        "origin": src.origin,
+        "engine": model.engine,
         "samples": len(ds),
         "classes": classes,
         "accuracy": acc,
@@ -313,7 +323,10 @@ def build_report(
                           for a, b, n in most_confused_pairs(report["confusion_matrix"], classes)],
         "warnings": caught,
     }
-    if name == "mnist" and split == "test" and len(ds) == 10000:
+    if engines:
+        evaluation["engines"] = compare_engines(ckpt_path, ds, list(engines), device=dev,
+                                                batch_size=batch_size)
+    if name == "mnist" and src.split == "test" and len(ds) == 10000:
         evaluation["writer_groups"] = writer_groups(targets, preds, n_boot=n_boot)
 
     # efficiency
@@ -379,7 +392,7 @@ def build_report(
     from cnnlab.training.checkpoint import atomic_write_bytes
 
     merged = _read_json(out / "metrics.json")
-    if not merged and out != run_dir:
+    if not merged and out != run_dir and src.origin != "external":
         merged = dict(training)  # a report elsewhere still carries the training figures
     merged["evaluation"] = clean_json(evaluation)
     metrics_text = json.dumps(merged, indent=2) + "\n"
@@ -424,7 +437,7 @@ def _model_card(model: Any, ev: dict[str, Any], training: dict[str, Any],
     kind = model.preprocessing.get("kind", "")
     trained_on = data_cfg.get("dataset", "unknown")
     data = [
-        ("evaluated on", f"{ev['dataset']} {ev['split']} split, {ev['samples']:,} images"),
+        ("evaluated on", f"{ev['data']}, {ev['samples']:,} images, engine {ev['engine']}"),
         ("trained on", f"{trained_on}"
          + (f", {training['train_images']:,} training images" if training.get("train_images")
             else "")),
@@ -491,6 +504,8 @@ def _model_card(model: Any, ev: dict[str, Any], training: dict[str, Any],
                                  f"{spec.channels} channel(s); other framings are untested"))
     limits.append(("scope", f"measured on one split of {ev['dataset']}; data from another "
                             "source can score lower"))
+    if ev.get("origin") == "external":
+        limits.append(("data", "external data: not the data the model was trained on"))
     if ev["split"] == "train":
         limits.append(("split", "the training split: these figures overstate accuracy on new "
                                 "data"))
@@ -518,6 +533,15 @@ def _per_class_rows(ev: dict[str, Any]) -> list[list[str]]:
 
 
 _PER_CLASS_HEADER = ["class", "precision", "recall", "specificity", "F1", "ROC AUC", "support"]
+_ENGINE_HEADER = ["engine", "accuracy", "agreement with torch", "disagreements"]
+
+
+def _engine_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
+    return [[r["engine"], r["error"], "", ""] if "error" in r else
+            [r["engine"], _pct(r["accuracy"]), _pct(r["agreement_with_torch"]),
+             str(r["disagreements"])] for r in rows]
+
+
 _GROUP_HEADER = ["group", "writers", "images", "accuracy", "95 % CI", "errors"]
 
 
@@ -541,11 +565,14 @@ def _title(ev: dict[str, Any]) -> str:
 
 def _markdown(ev: dict[str, Any]) -> str:
     parts = [f"# {_title(ev)}", "",
-             f"Checkpoint `{ev['checkpoint']}`, {ev['dataset']} {ev['split']} split.", "",
+             f"Checkpoint `{ev['checkpoint']}`, {ev['data']}, engine {ev['engine']}.", "",
              "## Model card", ""]
     for section, rows in ev["model_card"].items():
         parts += [f"### {section}", "", *(f"- **{k}**: {v}" for k, v in rows), ""]
     parts += ["## Per-class figures", "", _md_table(_PER_CLASS_HEADER, _per_class_rows(ev)), ""]
+    if ev.get("engines"):
+        parts += ["## Engines", "", "The same images through every engine.", "",
+                  _md_table(_ENGINE_HEADER, _engine_rows(ev["engines"])), ""]
     if "writer_groups" in ev:
         parts += ["## Writer groups", "",
                   "MNIST test images 0-4999 come from NIST SD-3 (Census Bureau employees), "
@@ -590,10 +617,13 @@ def _html(ev: dict[str, Any], files: dict[str, Path]) -> str:
         items = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in rows)
         card.append(f"<section><h3>{esc(section)}</h3><dl>{items}</dl></section>")
     body = [f"<h1>{esc(_title(ev))}</h1>",
-            f"<p>Checkpoint <code>{esc(ev['checkpoint'])}</code>, {esc(ev['dataset'])} "
-            f"{esc(ev['split'])} split.</p>",
+            f"<p>Checkpoint <code>{esc(ev['checkpoint'])}</code>, {esc(ev['data'])}, engine "
+            f"{esc(ev['engine'])}.</p>",
             "<h2>Model card</h2>", f"<div class=\"card\">{''.join(card)}</div>",
             "<h2>Per-class figures</h2>", _html_table(_PER_CLASS_HEADER, _per_class_rows(ev))]
+    if ev.get("engines"):
+        body += ["<h2>Engines</h2>", "<p>The same images through every engine.</p>",
+                 _html_table(_ENGINE_HEADER, _engine_rows(ev["engines"]))]
     if "writer_groups" in ev:
         body += ["<h2>Writer groups</h2>",
                  "<p>MNIST test images 0-4999 come from NIST SD-3 (Census Bureau employees), "

@@ -94,9 +94,8 @@ def retrain(champion: str, store_url: str, out: str | Path, *, replay: int = 500
     from cnnlab.api import load
     from cnnlab.data import stratified_split
     from cnnlab.evaluate.inference import evaluate_loss_accuracy, predict_logits
-    from cnnlab.evaluate.report import _load_split
     from cnnlab.serve.store import FeedbackStore
-    from cnnlab.training.data import PreparedData
+    from cnnlab.training.data import PreparedData, load_split
     from cnnlab.training.loop import fit
 
     if not 0 < holdout < 1 or replay < 0 or epochs < 1:
@@ -109,15 +108,23 @@ def retrain(champion: str, store_url: str, out: str | Path, *, replay: int = 500
     n_hold = max(1, round(holdout * len(fb))) if len(fb) > 1 else 0
     held, fb_train = fb.subset(perm[:n_hold].numpy()), fb.subset(perm[n_hold:].numpy())
     try:
-        train_full, _ = _load_split(champ, None, data_dir, "train", progress)
+        train_full, _ = load_split(champ, "train", data_dir=data_dir, progress=progress)
     except Exception as e:
         raise DataError(f"retraining replays the champion's training data, which could not be "
                         f"loaded ({e}); pass --data-dir") from e
+    # validation decides (with held-out feedback); the test split is reported after
+    val: Any = None
     try:
-        test, _ = _load_split(champ, None, data_dir, "test", progress)
-    except Exception:  # no test split (an image folder without test/): feedback decides
+        val, _ = load_split(champ, "val", data_dir=data_dir, progress=progress)
+    except DataError:
+        val = None  # trained on all its training images: held-out feedback decides
+    try:
+        test, _ = load_split(champ, "test", data_dir=data_dir, progress=progress)
+    except DataError:
         test = None
-    if replay and replay < len(train_full):
+    if replay == 0:  # no replay: the feedback alone
+        train_full = train_full.subset(np.arange(0))
+    elif replay < len(train_full):
         keep, _ = stratified_split(train_full.targets, 1 - replay / len(train_full), seed)
         train_full = train_full.subset(keep)
     from cnnlab.data import ImageDataset
@@ -126,7 +133,7 @@ def retrain(champion: str, store_url: str, out: str | Path, *, replay: int = 500
                          torch.cat([train_full.targets, fb_train.targets]),
                          list(champ.classes), "replay+feedback", store.url)
     spec = champ.input_spec
-    data = PreparedData(train=train, val=None, test=test, classes=list(champ.classes),
+    data = PreparedData(train=train, val=None, test=None, classes=list(champ.classes),
                         mean=tuple(spec.mean), std=tuple(spec.std),
                         preprocessing=champ.preprocessing)
     from cnnlab.config import resolve_config
@@ -150,17 +157,23 @@ def retrain(champion: str, store_url: str, out: str | Path, *, replay: int = 500
         "champion": champ.path, "challenger": str(Path(out) / "model.pt"),
         "feedback": len(fb), "feedback_train": len(fb_train), "feedback_held_out": len(held),
         "replay": len(train_full), "epochs": epochs,
-        "test": {"champion": score(champ.classifier, test),
-                 "challenger": score(result.model, test)},
+        "validation": {"champion": score(champ.classifier, val),
+                       "challenger": score(result.model, val)},
         "held_out_feedback": {"champion": score(champ.classifier, held),
                               "challenger": score(result.model, held)},
     }
-    ok = all(v["challenger"] >= v["champion"] for v in (report["test"],
-                                                      report["held_out_feedback"])
-             if v["champion"] is not None)
+    deciding = [v for v in (report["validation"], report["held_out_feedback"])
+                if v["champion"] is not None]
+    ok = bool(deciding) and all(v["challenger"] >= v["champion"] for v in deciding)
     report["promoted"] = ok
-    if report["test"]["champion"] is None:
-        report["note"] = "the champion's data has no test split: held-out feedback decided"
+    report["decided_on"] = [k for k in ("validation", "held_out_feedback")
+                            if report[k]["champion"] is not None]
+    if report["validation"]["champion"] is None:
+        report["note"] = ("the champion holds out no validation split: held-out feedback "
+                          "decided")
+    # reported once, after the decision
+    report["test"] = {"champion": score(champ.classifier, test),
+                      "challenger": score(result.model, test)}
     report["version"] = register(store, Path(out) / "model.pt", promoted=ok, report=report)
     (Path(out) / "retrain.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -1,25 +1,56 @@
-"""Turn a :class:`~cnnlab.config.DataConfig` into in-memory train/validation/test sets.
+"""Turn a :class:`~cnnlab.config.DataConfig` into in-memory train/validation/test sets, and get
+any split of a trained model's data back: :func:`prepare_data` and :func:`load_split`.
 
 ``data.dataset`` names a registered dataset (``mnist``, ``fashion-mnist``, ``kmnist``) or an
-image folder. A folder with ``train/`` (and optionally ``test/``) subfolders is split that way;
-any other folder is the training set and has no test split.
+image folder. Folder images go through the run's :class:`~cnnlab.inference.Preprocess`, the
+spec the checkpoint records, so that ``predict`` and ``serve`` later see every file as
+training saw it.
+
+Splits: training reads train; validation (held out of train) takes every decision; the test
+split is read to report. A folder with ``train/`` and ``test/`` subfolders is split that way;
+any other folder gets a seeded, stratified test split when training starts. Folder runs write
+the split as a manifest (``splits.json``: relative path and SHA-256 of every file, per split)
+into the run directory, and :func:`load_split` reads the same files back.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from cnnlab.config import DataConfig
-from cnnlab.data import DATASETS, ImageDataset, load_dataset, load_image_folder, stratified_split
-from cnnlab.errors import DataError
+from cnnlab.data import (
+    DATASETS,
+    FolderListing,
+    ImageDataset,
+    list_image_folder,
+    load_dataset,
+    probe_images,
+    read_folder_images,
+    stratified_split,
+)
+from cnnlab.errors import ConfigError, DataError
+from cnnlab.inference.preprocess import Preprocess, digit_likeness
 
-__all__ = ["PreparedData", "prepare_data", "preprocessing_for"]
+__all__ = ["MANIFEST_NAME", "SPLITS", "PreparedData", "SplitSource", "check_split",
+           "folder_manifest", "load_split", "manifest_split", "prepare_data",
+           "preprocess_for_folder", "preprocessing_for", "read_manifest", "split_folder",
+           "suggest_digit_preprocess"]
+
+log = logging.getLogger("cnnlab")
 
 # Datasets whose images follow MNIST's digit form; predict brings real-world images to it.
 DIGIT_DATASETS = {"mnist"}
+MANIFEST_NAME = "splits.json"
+MANIFEST_FORMAT = "cnnlab-splits"
+SPLITS = ("train", "val", "test")
+MAX_AUTO_SIDE = 224  # a folder of larger images trains at a size whose longer side is this
 
 
 @dataclass
@@ -30,7 +61,8 @@ class PreparedData:
     classes: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    preprocessing: dict
+    preprocessing: dict[str, Any]
+    manifest: dict[str, Any] | None = field(default=None)  # folders: the files of each split
 
     @property
     def channels(self) -> int:
@@ -41,91 +73,440 @@ class PreparedData:
         return (int(self.train.images.shape[2]), int(self.train.images.shape[3]))
 
 
-def preprocessing_for(dataset: str, channels: int, size: tuple[int, int]) -> dict:
-    """How predict turns an arbitrary image file into model input for this dataset."""
+def preprocessing_for(dataset: str, channels: int, size: tuple[int, int]) -> dict[str, Any]:
+    """The preprocessing spec of a registered dataset at this input shape."""
     kind = "mnist-digits" if dataset in DIGIT_DATASETS else "resize"
-    return {"kind": kind, "channels": channels, "height": size[0], "width": size[1]}
+    return Preprocess(kind, channels, size[0], size[1]).to_spec()
 
 
-def prepare_data(cfg: DataConfig, *, seed: int, progress: bool = True) -> PreparedData:
+# --- folders ----------------------------------------------------------------------------------
+
+def _auto_size(listing: FolderListing) -> tuple[int, int]:
+    sizes, _ = probe_images(listing, limit=2000)
+    if not sizes:
+        return (28, 28)
+    (h, w), n = sizes.most_common(1)[0]
+    total = sum(sizes.values())
+    if max(h, w) > MAX_AUTO_SIDE:
+        f = MAX_AUTO_SIDE / max(h, w)
+        h2, w2 = max(1, round(h * f)), max(1, round(w * f))
+        log.info("%s: images of %dx%d are trained at %dx%d (set --image-size to choose)",
+                 listing.root, h, w, h2, w2)
+        return (h2, w2)
+    if n < total:
+        log.info("%s: images differ in size; all are resized to the most common, %dx%d (%d of "
+                 "%d; set --image-size to choose)", listing.root, h, w, n, total)
+    return (h, w)
+
+
+def preprocess_for_folder(listing: FolderListing, cfg: DataConfig) -> Preprocess:
+    """The preprocessing a run from scratch on this folder trains with: ``cfg.preprocess``
+    (``resize`` unless set), ``cfg.channels`` (else 1 when every image is greyscale, 3
+    otherwise) and ``cfg.image_size`` (else the images' own size, see :data:`MAX_AUTO_SIDE`)."""
+    kind = cfg.preprocess or "resize"
+    _, gray = probe_images(listing, limit=2000)
+    channels = cfg.channels or (1 if gray or kind == "mnist-digits" else 3)
+    if cfg.image_size:
+        size = (cfg.image_size, cfg.image_size)
+    elif kind == "mnist-digits":
+        size = (28, 28)
+    else:
+        size = _auto_size(listing)
+    return Preprocess(kind, channels, size[0], size[1])
+
+
+def suggest_digit_preprocess(listing: FolderListing, source_spec: Preprocess,
+                             requested: str = "") -> Preprocess:
+    """For a model that reads MNIST-form digits, the preprocessing a folder of its images
+    should get: ``mnist-digits`` when the folder's images look like digits (greyscale
+    strokes on a plain background), else ``resize`` at the same input shape, said in the log.
+
+    Raises:
+        ConfigError: ``requested`` is not a known kind.
+    """
+    if requested:
+        return Preprocess(requested, source_spec.channels, source_spec.height,
+                          source_spec.width)
+    from cnnlab.data import read_image
+
+    step = max(1, len(listing) // 40)
+    sample = []
+    for rel in listing.paths[::step][:40]:
+        try:
+            sample.append(read_image(listing.root / rel))
+        except DataError:
+            continue  # reported by name when the folder is read
+    looks, why = digit_likeness(sample)
+    if looks:
+        return source_spec
+    log.warning("%s does not look like digits on paper (%s): its images are resized to "
+                "%dx%d instead of brought to MNIST form; pass --preprocess mnist-digits to "
+                "insist", listing.root, why, source_spec.height, source_spec.width)
+    return Preprocess("resize", source_spec.channels, source_spec.height, source_spec.width)
+
+
+def split_folder(listing: FolderListing, fraction: float, seed: int,
+                 what: str) -> tuple[FolderListing, FolderListing]:
+    """A seeded, stratified split of a folder's files: ``(rest, held_out)``.
+
+    Raises:
+        DataError: a class has fewer than 2 images, so it cannot be in both parts.
+    """
+    counts = np.bincount(listing.targets, minlength=len(listing.classes))
+    short = [f"{c!r} ({int(n)})" for c, n in zip(listing.classes, counts, strict=True) if n < 2]
+    if short:
+        raise DataError(f"{listing.root}: a {what} split needs at least 2 images in every class, "
+                        f"but {', '.join(short)} has fewer; add images, or give the split its "
+                        f"own folder ({listing.root}/train and {listing.root}/test)")
+    rest, held = stratified_split(np.asarray(listing.targets), fraction, seed)
+    return listing.subset(rest), listing.subset(held)
+
+
+def manifest_split(listing: FolderListing, digests: list[str]) -> dict[str, Any]:
+    """A folder split's manifest entry: its root and every file's relative path, SHA-256 and
+    class."""
+    return {"root": str(listing.root.resolve()),
+            "files": [{"path": p, "sha256": d, "class": listing.classes[t]}
+                      for p, d, t in zip(listing.paths, digests, listing.targets, strict=True)]}
+
+
+def folder_manifest(dataset: str, seed: int, pre: Preprocess,
+                    splits: dict[str, tuple[FolderListing, list[str]]]) -> dict[str, Any]:
+    """The ``splits.json`` of a folder run."""
+    return {"format": MANIFEST_FORMAT, "version": 1, "dataset": str(dataset),
+            "root": str(Path(dataset).resolve()), "seed": seed,
+            "preprocessing": pre.to_spec(),
+            "splits": {name: manifest_split(listing, digests)
+                       for name, (listing, digests) in splits.items()}}
+
+
+def _split_parent(p: Path) -> Path:
+    """The dataset folder of ``p``: its parent when ``p`` is a train/, val/ or test/ folder."""
+    return p.parent if p.name in ("train", "test", "val") else p
+
+
+def _prepare_folder(cfg: DataConfig, seed: int, progress: bool,
+                    preprocess: Preprocess | None) -> PreparedData:
+    root = Path(cfg.dataset)
+    has_train = (root / "train").is_dir()
+    full = list_image_folder(root / "train" if has_train else root)
+    test_listing: FolderListing | None = None
+    if has_train and (root / "test").is_dir():
+        test_listing = list_image_folder(root / "test")
+        if test_listing.classes != full.classes:
+            raise DataError(f"{root / 'test'} has classes {test_listing.classes} but "
+                            f"{root / 'train'} has {full.classes}; both splits need the same "
+                            "class folders")
+    else:
+        full, test_listing = split_folder(full, cfg.test_fraction, seed, "test")
+        log.info("%s has no test/ folder: %d of its %d images (stratified, seed %d) are held "
+                 "out as the test split; splits.json in the run directory lists them",
+                 root, len(test_listing), len(full) + len(test_listing), seed)
+    if cfg.val_fraction > 0:
+        train_l, val_l = split_folder(full, cfg.val_fraction, seed, "validation")
+    else:
+        train_l, val_l = full, None
+    if cfg.limit and cfg.limit < len(train_l):
+        keep, _ = stratified_split(np.asarray(train_l.targets), 1 - cfg.limit / len(train_l),
+                                   seed)
+        train_l = train_l.subset(keep)
+    pre = preprocess or preprocess_for_folder(train_l, cfg)
+    log.info("%s: %s", root, pre.describe())
+    train, train_sha = read_folder_images(train_l, pre, progress=progress)
+    parts = {"train": (train_l, train_sha)}
+    val = None
+    if val_l is not None:
+        val, val_sha = read_folder_images(val_l, pre, progress=progress)
+        parts["val"] = (val_l, val_sha)
+    test, test_sha = read_folder_images(test_listing, pre, progress=progress)
+    parts["test"] = (test_listing, test_sha)
+    manifest = folder_manifest(cfg.dataset, seed, pre, parts)
+    stats = train.stats()
+    return PreparedData(
+        train=train, val=val, test=test, classes=list(train_l.classes),
+        mean=tuple(round(v, 4) for v in stats.mean),
+        std=tuple(round(max(v, 1e-3), 4) for v in stats.std),
+        preprocessing=pre.to_spec(), manifest=manifest)
+
+
+# --- registered datasets ----------------------------------------------------------------------
+
+def _records(ds: ImageDataset, pre: Preprocess) -> ImageDataset:
+    images = pre.records(ds.images.numpy())
+    if images is ds.images.numpy() or tuple(ds.images.shape[1:]) == pre.shape:
+        return ds
+    return ImageDataset(images=torch.from_numpy(np.ascontiguousarray(images)),
+                        targets=ds.targets, classes=ds.classes, name=ds.name, source=ds.source)
+
+
+def _registered_preprocess(cfg: DataConfig, records: ImageDataset) -> Preprocess:
+    kind = cfg.preprocess or ("mnist-digits" if cfg.dataset in DIGIT_DATASETS else "resize")
+    c, h, w = records.shape
+    size = (cfg.image_size, cfg.image_size) if cfg.image_size else (h, w)
+    return Preprocess(kind, cfg.channels or c, size[0], size[1])
+
+
+def _prepare_registered(cfg: DataConfig, seed: int, progress: bool) -> PreparedData:
+    data_dir = cfg.data_dir or None
+    full = load_dataset(cfg.dataset, "train", data_dir=data_dir, progress=progress)
+    test = load_dataset(cfg.dataset, "test", data_dir=data_dir, progress=progress)
+    pre = _registered_preprocess(cfg, full)
+    full, test = _records(full, pre), _records(test, pre)
+    train_idx = np.arange(len(full))
+    val_idx: np.ndarray | None = None
+    if cfg.val_fraction > 0:
+        train_idx, val_idx = stratified_split(full.targets, cfg.val_fraction, seed)
+    if cfg.limit and cfg.limit < len(train_idx):
+        # a stratified subset: the classes keep their proportions
+        keep, _ = stratified_split(full.targets[train_idx], 1 - cfg.limit / len(train_idx), seed)
+        train_idx = train_idx[keep]
+    train = full.subset(train_idx)
+    val = full.subset(val_idx) if val_idx is not None else None
+    stats = train.stats()
+    manifest = {"format": MANIFEST_FORMAT, "version": 1, "dataset": cfg.dataset, "seed": seed,
+                "preprocessing": pre.to_spec(),
+                "splits": {"train": {"file": "train", "indices": train_idx.tolist()},
+                           "test": {"file": "test", "indices": "all"}}}
+    if val_idx is not None:
+        manifest["splits"]["val"] = {"file": "train", "indices": val_idx.tolist()}
+    return PreparedData(
+        train=train, val=val, test=test, classes=list(full.classes),
+        mean=tuple(round(v, 4) for v in stats.mean),
+        std=tuple(round(max(v, 1e-3), 4) for v in stats.std),
+        preprocessing=pre.to_spec(), manifest=manifest)
+
+
+def prepare_data(cfg: DataConfig, *, seed: int, progress: bool = True,
+                 preprocess: Preprocess | None = None) -> PreparedData:
     """Load, split and describe the data a run trains on.
+
+    ``preprocess`` fixes how folder images become input (fine-tuning passes the source
+    model's); by default it follows ``cfg`` and the data (:func:`preprocess_for_folder`).
 
     Raises:
         DataError, DatasetNotFoundError: missing or unreadable data.
     """
-    data_dir = cfg.data_dir or None
-    channels = cfg.channels or None
-    size = (cfg.image_size, cfg.image_size) if cfg.image_size else None
-    test: ImageDataset | None
     if cfg.dataset in DATASETS:
-        full = load_dataset(cfg.dataset, "train", data_dir=data_dir, progress=progress)
-        test = load_dataset(cfg.dataset, "test", data_dir=data_dir, progress=progress)
-        if size is not None and size != tuple(full.images.shape[2:]):
-            full, test = _resize(full, size), _resize(test, size)
-    else:
-        root = Path(cfg.dataset)
-        if not root.is_dir():
-            known = ", ".join(DATASETS.names())
-            raise DataError(
-                f"dataset {cfg.dataset!r} is neither a registered dataset ({known}) nor an "
-                "image folder; pass a name or a directory laid out as DIR/<class>/*.png"
-            )
-        if (root / "train").is_dir():
-            full = load_image_folder(root / "train", channels=channels, size=size or (28, 28),
-                                     progress=progress)
-            test = (load_image_folder(root / "test", channels=full.images.shape[1],
-                                      size=tuple(full.images.shape[2:]), progress=progress)
-                    if (root / "test").is_dir() else None)
-            if test is not None and test.classes != full.classes:
-                raise DataError(
-                    f"{root / 'test'} has classes {test.classes} but {root / 'train'} has "
-                    f"{full.classes}; both splits need the same class folders"
-                )
-        else:
-            full = load_image_folder(root, channels=channels, size=size or (28, 28),
-                                     progress=progress)
-            test = None
-    if channels and full.images.shape[1] != channels:
-        full = _convert_channels(full, channels)
-        test = _convert_channels(test, channels) if test is not None else None
-    if cfg.val_fraction > 0:
-        train_idx, val_idx = stratified_split(full.targets, cfg.val_fraction, seed)
-        train, val = full.subset(train_idx), full.subset(val_idx)
-    else:
-        train, val = full, None
-    if cfg.limit and cfg.limit < len(train):
-        # a stratified subset: the classes keep their proportions
-        keep, _ = stratified_split(train.targets, 1 - cfg.limit / len(train), seed)
-        train = train.subset(keep)
-    stats = train.stats()
-    mean = tuple(round(v, 4) for v in stats.mean)
-    std = tuple(round(max(v, 1e-3), 4) for v in stats.std)
-    shape = tuple(train.images.shape[1:])
-    return PreparedData(
-        train=train, val=val, test=test, classes=list(full.classes), mean=mean, std=std,
-        preprocessing=preprocessing_for(cfg.dataset, shape[0], (shape[1], shape[2])),
-    )
+        return _prepare_registered(cfg, seed, progress)
+    root = Path(cfg.dataset)
+    if not root.is_dir():
+        import difflib
+
+        close = difflib.get_close_matches(cfg.dataset, DATASETS.names(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DataError(
+            f"dataset {cfg.dataset!r} is neither a registered dataset "
+            f"({', '.join(DATASETS.names())}) nor an image folder{hint}; pass a name or a "
+            "directory laid out as DIR/<class>/*.png"
+        )
+    return _prepare_folder(cfg, seed, progress, preprocess)
 
 
-def _resize(ds: ImageDataset, size: tuple[int, int]) -> ImageDataset:
-    import torch.nn.functional as F
+# --- getting a split back ---------------------------------------------------------------------
 
-    x = F.interpolate(ds.images.float(), size=size, mode="bilinear", antialias=True,
-                      align_corners=False)
-    images = x.round().clamp(0, 255).to(torch.uint8)
-    return ImageDataset(images=images, targets=ds.targets, classes=ds.classes, name=ds.name,
-                        source=ds.source)
+@dataclass(frozen=True)
+class SplitSource:
+    """Where a split came from: the run's own data (``own``) or other data (``external``)."""
+
+    name: str  # the dataset name or folder
+    split: str  # train | val | test | all
+    origin: str  # own | external
+    detail: str  # a phrase for reports, e.g. "test split from splits.json"
 
 
-def _convert_channels(ds: ImageDataset, channels: int) -> ImageDataset:
-    c = ds.images.shape[1]
-    if c == channels:
+def read_manifest(run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``splits.json``, or None for a run written before manifests.
+
+    Raises:
+        DataError: the file exists but is not a cnnlab split manifest.
+    """
+    path = run_dir / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path} is not valid JSON ({e}); restore it from the run, or retrain"
+                        ) from e
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise DataError(f"{path} is not a cnnlab split manifest")
+    return manifest
+
+
+def _manifest_folder_split(manifest: dict[str, Any], split: str, pre: Preprocess,
+                           classes: list[str], where: Path, progress: bool) -> ImageDataset:
+    entry = manifest["splits"][split]
+    entries, root = entry["files"], Path(entry["root"])
+    if not root.is_dir():
+        raise DataError(f"{where}: the folder of its {split} split, {root}, is not here; pass the "
+                        "images to evaluate with --data-dir")
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({e["class"] for e in entries} - set(index))
+    if unknown:
+        raise DataError(f"{where}: the {split} split names classes {unknown} the model does not "
+                        "have")
+    listing = FolderListing(root, list(classes), [e["path"] for e in entries],
+                            [index[e["class"]] for e in entries])
+    missing = [p for p in listing.paths if not (root / p).is_file()]
+    if missing:
+        raise DataError(f"{where}: {len(missing)} of the {len(entries)} files of the {split} "
+                        f"split are gone from {root} (first: {missing[0]}); restore them, or "
+                        "evaluate on a folder with --data-dir")
+    ds, digests = read_folder_images(listing, pre, progress=progress,
+                                     name=f"{root.name} {split}")
+    changed = [e["path"] for e, d in zip(entries, digests, strict=True) if e["sha256"] != d]
+    if changed:
+        raise DataError(f"{where}: {len(changed)} files of the {split} split changed since "
+                        f"training (first: {root / changed[0]}); the split is no longer the "
+                        "one the run was measured on. Restore them, or retrain")
+    return ds
+
+
+def _same_folder(a: Path, b: str | None) -> bool:
+    if not b:
+        return False
+    try:
+        pa, pb = a.resolve(), Path(b).resolve()
+    except OSError:
+        return False
+    return _split_parent(pa) == _split_parent(pb)
+
+
+def _split_parent(p: Path) -> Path:
+    """The dataset folder of ``p``: its parent when ``p`` is a train/, val/ or test/ folder."""
+    return p.parent if p.name in ("train", "test", "val") else p
+
+
+def _is_class_folder(root: Path) -> bool:
+    for d in (root / "test", root / "train", root):
+        if d.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in d.iterdir()):
+            return True
+    return False
+
+
+def load_split(model: Any, split: str = "test", *, dataset: str | None = None,
+               data_dir: str | None = None, progress: bool = False,
+               allow_download: bool = True) -> tuple[ImageDataset, SplitSource]:
+    """One split of a trained model's data, or other data brought to the model's input: the
+    one way any command gets images to evaluate, calibrate, check or replay.
+
+    Args:
+        model: a loaded :class:`cnnlab.api.Model` (its path, config, classes, preprocessing).
+        split: ``train``, ``val`` or ``test`` of the run's own data.
+        dataset: other data: a registered name or an image folder (``external`` unless it is
+            the folder the model was trained on, whose ``splits.json`` then decides).
+        data_dir: where a registered dataset's files are, or an image folder (as ``dataset``).
+        allow_download: whether a registered dataset may be downloaded when missing.
+
+    Raises:
+        ConfigError: an unknown split.
+        DataError, DatasetNotFoundError: the data is missing, changed, or does not fit.
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    pre = Preprocess.from_spec(model.preprocessing)
+    classes = list(model.classes)
+    data_cfg = model.config.get("data", {})
+    run_dir = Path(model.path).parent if model.path else None
+    manifest = read_manifest(run_dir) if run_dir is not None else None
+    trained_on = str(data_cfg.get("dataset") or "mnist")
+    if dataset is None and data_dir and Path(data_dir).is_dir() \
+            and _is_class_folder(Path(data_dir)) and not _has_idx(Path(data_dir)):
+        dataset, data_dir = data_dir, None  # --data-dir names an image folder
+    name = dataset or trained_on
+    if name in DATASETS:
+        origin = "own" if name == trained_on else "external"
+        ds = _registered_split(model, name, split if origin == "own" else
+                               ("train" if split == "train" else "test"), pre,
+                               data_dir or (data_cfg.get("data_dir") if origin == "own" else None)
+                               or None, manifest if origin == "own" else None, progress,
+                               allow_download)
+        detail = f"{name} {split} split" if origin == "own" else f"{name} test split (external)"
+        return _checked(ds, name, classes, pre), SplitSource(name, split, origin, detail)
+    root = Path(name)
+    own = _same_folder(root, trained_on) or (manifest is not None and _same_folder(
+        root, manifest.get("root")))
+    if own and manifest is not None and split in manifest.get("splits", {}):
+        ds = _manifest_folder_split(manifest, split, pre, classes, run_dir or root, progress)
+        return _checked(ds, str(root), classes, pre), SplitSource(
+            str(root), split, "own", f"{root} {split} split (splits.json)")
+    if dataset is None and own and manifest is None:
+        raise DataError(f"{run_dir}: the run has no splits.json, so its {split} split of {root} "
+                        "is unknown (it was trained before cnnlab wrote manifests); pass a "
+                        "folder of held-out images with --data-dir")
+    if not root.is_dir():
+        raise DataError(f"dataset {name!r} is neither a known dataset "
+                        f"({', '.join(DATASETS.names())}) nor an image folder; pass a name or a "
+                        "directory laid out as DIR/<class>/*.png")
+    if own and split != "test":
+        raise DataError(f"{root}: the {split} split of the run is listed in splits.json, which "
+                        f"has no {split!r} entry")
+    sub = root / split if (root / split).is_dir() else (
+        root / "test" if (root / "test").is_dir() else root)
+    listing = list_image_folder(sub)
+    _check_folder_classes(listing, classes)
+    listing = FolderListing(listing.root, classes, listing.paths,
+                            [classes.index(listing.classes[t]) for t in listing.targets])
+    ds, _ = read_folder_images(listing, pre, progress=progress)
+    what = "all of it" if sub == root else f"its {sub.name}/ folder"
+    return _checked(ds, str(root), classes, pre), SplitSource(
+        str(root), "all" if sub == root else sub.name, "external",
+        f"{root} ({what}; external: not the data the model was trained on)")
+
+
+def _has_idx(path: Path) -> bool:
+    return any(path.glob("*-ubyte*")) or any(path.glob("*/*-ubyte*"))
+
+
+def _check_folder_classes(listing: FolderListing, classes: list[str]) -> None:
+    extra = sorted(set(listing.classes) - set(classes))
+    if extra:
+        raise DataError(f"{listing.root} has class folders {extra} that the model does not know "
+                        f"(it was trained on {classes}); remove them or evaluate another folder")
+
+
+def _registered_split(model: Any, name: str, split: str, pre: Preprocess, data_dir: str | None,
+                      manifest: dict[str, Any] | None, progress: bool,
+                      allow_download: bool) -> ImageDataset:
+    records = load_dataset(name, "test" if split == "test" else "train", data_dir=data_dir,
+                           download=None if allow_download else False, progress=progress)
+    ds = _records(records, pre)
+    if split == "test":
         return ds
-    if c == 1 and channels == 3:
-        images = ds.images.expand(-1, 3, -1, -1).contiguous()
-    else:  # RGB -> grayscale with ITU-R 601 luma weights, as PIL's convert("L")
-        w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-        images = (ds.images.float() * w).sum(1, keepdim=True).round().clamp(0, 255)
-        images = images.to(torch.uint8)
-    return ImageDataset(images=images, targets=ds.targets, classes=ds.classes, name=ds.name,
-                        source=ds.source)
+    entry = (manifest or {}).get("splits", {}).get(split)
+    if entry is not None and isinstance(entry.get("indices"), list):
+        return ds.subset(np.asarray(entry["indices"], dtype=np.int64))
+    # a run without a manifest: the split its config makes
+    data_cfg = model.config.get("data", {})
+    seed = int(model.config.get("train", {}).get("seed", 0))
+    frac = float(data_cfg.get("val_fraction", 0.0))
+    if split == "val":
+        if frac <= 0:
+            raise DataError(f"the model was trained on all of {name}'s training images (no "
+                            "validation split); there are no validation images to use")
+        return ds.subset(stratified_split(ds.targets, frac, seed)[1])
+    if frac > 0:
+        return ds.subset(stratified_split(ds.targets, frac, seed)[0])
+    return ds
+
+
+def _checked(ds: ImageDataset, name: str, classes: list[str], pre: Preprocess) -> ImageDataset:
+    return check_split(ds, name, classes, pre.shape)
+
+
+def check_split(ds: ImageDataset, name: str, classes: list[str],
+                shape: tuple[int, int, int]) -> ImageDataset:
+    """``ds`` when it fits a model of these classes and input shape.
+
+    Raises:
+        DataError: other classes, another image shape, or no images.
+    """
+    if tuple(ds.images.shape[1:]) != shape:
+        raise DataError(f"{name} images have shape {tuple(ds.images.shape[1:])} but the model "
+                        f"expects {shape}")
+    if list(ds.classes) != classes:
+        raise DataError(f"{name} has classes {ds.classes} but the model was trained on "
+                        f"{classes}")
+    if len(ds) == 0:
+        raise DataError(f"{name} has no images to evaluate")
+    return ds

@@ -31,7 +31,7 @@ from cnnlab.evaluate.inference import autocast_context, evaluate_loss_accuracy, 
 from cnnlab.models import MODELS, Classifier, InputSpec, create_model
 from cnnlab.progress import Progress
 from cnnlab.training.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
-from cnnlab.training.data import PreparedData, prepare_data
+from cnnlab.training.data import MANIFEST_NAME, PreparedData, prepare_data
 from cnnlab.training.optim import make_optimizer, make_scheduler
 from cnnlab.training.tracking import TensorBoard
 
@@ -257,6 +257,9 @@ def fit(
         atomic_write_bytes(out / "config.toml", lambda f: f.write(config_text.encode()))
         env_text = json.dumps(_env_record(device), indent=2) + "\n"
         atomic_write_bytes(out / "env.json", lambda f: f.write(env_text.encode()))
+        if data.manifest is not None:  # the files (or indices) of every split, for load_split
+            splits_text = json.dumps(data.manifest) + "\n"
+            atomic_write_bytes(out / MANIFEST_NAME, lambda f: f.write(splits_text.encode()))
 
     def payload(weights: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
         return checkpoint_payload(weights, cfg, data, model.input_spec, metrics)
