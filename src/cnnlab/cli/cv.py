@@ -7,7 +7,7 @@ import argparse
 from cnnlab.cli.train import FLAGS, add_settings_flags, resolve_settings
 
 # every training flag except --val-fraction: each fold's held-out part is its validation set
-CV_FLAGS = tuple(f for f in FLAGS if f != "val_fraction")
+CV_FLAGS = tuple(f for f in FLAGS if f not in ("val_fraction", "test_fraction"))
 
 
 def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]

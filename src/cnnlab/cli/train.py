@@ -35,7 +35,8 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
     p.set_defaults(run=run)
 
 
-FLAGS = ("model", "dataset", "data_dir", "val_fraction", "limit", "augment", "epochs",
+FLAGS = ("model", "dataset", "data_dir", "val_fraction", "test_fraction", "image_size",
+         "preprocess", "limit", "augment", "epochs",
          "batch_size", "optimizer", "lr", "momentum", "weight_decay", "scheduler",
          "label_smoothing", "ema", "early_stopping", "seed", "device", "threads")
 
@@ -65,6 +66,17 @@ def add_settings_flags(p: argparse.ArgumentParser, *, kind: str, validation: boo
         g.add_argument("--val-fraction", type=float, default=None,
                        help=f"validation split (default: {_D.data.val_fraction:.4f}, "
                             "5,000 of 60,000)")
+        g.add_argument("--test-fraction", type=float, default=None,
+                       help="an image folder without test/: the share held out as the test "
+                            f"split, stratified and seeded (default: {_D.data.test_fraction})")
+    g.add_argument("--image-size", type=int, default=None, metavar="N",
+                   help="train at NxN (default: the data's own size: 28 for MNIST, a folder's "
+                        "common image size, at most 224 on the longer side)")
+    g.add_argument("--preprocess", choices=["mnist-digits", "resize"], default=None,
+                   help="how image files become input: mnist-digits brings each digit to MNIST "
+                        "form (MNIST itself: the default), resize takes the whole image "
+                        "(folders: the default); recorded in the checkpoint for predict and "
+                        "serve")
     g.add_argument("--limit", type=int, default=None,
                    help="use a stratified subset of N training images (default: all)")
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
@@ -147,8 +159,11 @@ def run(args: argparse.Namespace) -> int:
         print_json({"run_dir": str(out), **m,
                     "report": report["files"]["html"] if report else None})
         return 0
+    pre = result.preprocessing
     lines = [f"trained {cfg.model.name} on {cfg.data.dataset} for {m['epochs_run']} epoch(s) "
-             f"in {m['train_time_s']:.1f} s ({m['images_per_s']:,.0f} img/s)"]
+             f"in {m['train_time_s']:.1f} s ({m['images_per_s']:,.0f} img/s)",
+             f"  input {pre['channels']}x{pre['height']}x{pre['width']}, preprocessing "
+             f"{pre['kind']}"]
     for split in ("val", "test"):
         if f"{split}_accuracy" in m:
             lines.append(f"  {split + ' accuracy':15s} {m[split + '_accuracy']:.2%}  "
