@@ -159,3 +159,42 @@ def test_auto_falls_back_to_pytorch_when_the_export_fails(
     assert cnnlab.load(run_dir, engine="auto").engine == "torch"  # remembered
     with pytest.raises(ExportError, match="unsupported operator"):
         cnnlab.load(run_dir, engine="onnx")  # asked for by name: the error stands
+
+
+def test_auto_on_the_default_model_needs_no_data_and_writes_nothing_here(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The packaged model carries its own check images (model.samples.npz): with no MNIST
+    files anywhere and downloads forbidden, the ONNX export is still parity-checked, on those
+    images, and nothing is written relative to the working directory."""
+    from cnnlab.deploy.onnx import check_images
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CNNLAB_OFFLINE", "1")
+    monkeypatch.delenv("CNNLAB_DATA_DIR", raising=False)
+    monkeypatch.setenv("CNNLAB_ENGINE_CACHE", str(tmp_path / "cache"))
+    images, targets, what = check_images(cnnlab.load("default"), None)
+    assert len(images) == 513 and "513 MNIST training images" in what
+    assert sorted(torch.bincount(targets).tolist())[0] >= 45  # stratified over the classes
+    model = cnnlab.load("default", engine="onnx")
+    assert model.engine == "onnx" and len(model.predict(images[:4])) == 4
+    assert list(work.iterdir()) == []  # nothing written here
+    assert list((tmp_path / "cache").glob("*.onnx"))  # the export went to the cache
+
+
+def test_no_check_images_is_an_error_not_random_images(run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from cnnlab.deploy.onnx import check_images
+    from cnnlab.errors import ExportError
+
+    moved = tmp_path / "run"
+    shutil.copytree(run_dir, moved)
+    ckpt = torch.load(moved / "model.pt", weights_only=True)
+    ckpt["config"]["data"]["dataset"] = str(tmp_path / "gone")
+    torch.save(ckpt, moved / "model.pt")
+    (moved / "splits.json").unlink()
+    with pytest.raises(ExportError, match=r"no images to check .* pass --data-dir"):
+        check_images(cnnlab.load(moved), None)
