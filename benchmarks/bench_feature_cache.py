@@ -32,7 +32,7 @@ def main() -> None:
 
     import torch
 
-    from cnnlab.finetune import FinetuneSettings, finetune
+    from cnnlab.training.finetune import FinetuneSettings, finetune
     from cnnlab.models import create_model
 
     work = Path(args.work)

@@ -11,7 +11,7 @@ from PIL import Image
 import cnnlab
 from cnnlab.config import resolve_config
 from cnnlab.errors import ConfigError, DataError
-from cnnlab.finetune import (
+from cnnlab.training.finetune import (
     FinetuneSettings,
     _epoch_start,
     finetune,
@@ -122,7 +122,7 @@ def test_gradual_unfreezing_and_discriminative_rates(source: Path, target: Path,
     r = finetune(s)
     assert r.metrics["epochs_run"] == 8
     # discriminative: each layer down gets lr * 0.5 more
-    from cnnlab.finetune import _lr_groups
+    from cnnlab.training.finetune import _lr_groups
     from cnnlab.training.optim import make_optimizer
 
     d = _settings(source, target, tmp_path / "d", strategy="discriminative", lr_decay=0.5)

@@ -13,8 +13,8 @@ from PIL import Image
 
 import cnnlab
 from cnnlab.errors import CheckpointError
-from cnnlab.finetune import FinetuneSettings, finetune
 from cnnlab.models import create_model
+from cnnlab.training.finetune import FinetuneSettings, finetune
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -210,12 +210,12 @@ def test_learning_curve_bands_by_hand(tmp_path):
 
 
 def test_public_names():
-    import cnnlab.runs
+    import cnnlab.training.runs
     import cnnlab.tune
 
     assert cnnlab.tune.__all__ == ["cross_validate"]
-    assert set(cnnlab.runs.__all__) == {"COLUMNS", "find_runs", "list_runs", "run_summary",
+    assert set(cnnlab.training.runs.__all__) == {"COLUMNS", "find_runs", "list_runs", "run_summary",
                                         "sort_runs"}
-    for module in (cnnlab.tune, cnnlab.runs, cv_module):
+    for module in (cnnlab.tune, cnnlab.training.runs, cv_module):
         for name in module.__all__:
             assert hasattr(module, name), name

@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from typing import Any
 
+from cnnlab._io import clean_json
 from cnnlab.errors import ConfigError
 
 __all__ = ["clean_json", "parse_shape", "print_json", "table"]
-
-
-def clean_json(obj: Any) -> Any:
-    """Replace NaN/inf (not valid JSON) by None, recursively."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: clean_json(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [clean_json(v) for v in obj]
-    return obj
 
 
 def print_json(obj: Any, *, indent: int | None = None) -> None:

@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from cnnlab.cli._util import print_json, table
-    from cnnlab.compare import compare
     from cnnlab.config import parse_set
+    from cnnlab.evaluate.compare import compare
 
     result = compare(
         _names(args.models), _names(args.baselines), dataset=args.dataset,

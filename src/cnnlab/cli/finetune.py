@@ -46,7 +46,7 @@ Defaults for few images, and why:
 
 
 def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
-    from cnnlab.finetune import STRATEGIES
+    from cnnlab.training.finetune import STRATEGIES
 
     p = sub.add_parser(
         "finetune", parents=[common], formatter_class=formatter,
@@ -119,7 +119,7 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
 
 def run(args: argparse.Namespace) -> int:
     from cnnlab.cli._util import print_json
-    from cnnlab.finetune import FinetuneSettings, finetune
+    from cnnlab.training.finetune import FinetuneSettings, finetune
 
     s = FinetuneSettings(
         source=args.source, train_dir=args.train_dir, out=args.out, val_dir=args.val_dir,

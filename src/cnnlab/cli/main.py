@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cnnlab import __version__
+from cnnlab._version import __version__
 
 __all__ = ["build_parser", "entry", "main"]
 

@@ -6,7 +6,7 @@ import argparse
 
 
 def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
-    from cnnlab.runs import COLUMNS
+    from cnnlab.training.runs import COLUMNS
 
     p = sub.add_parser(
         "runs", parents=[common], formatter_class=formatter, help="list and compare runs",
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cnnlab.cli._util import print_json, table
-    from cnnlab.runs import list_runs
+    from cnnlab.training.runs import list_runs
 
     rows = list_runs(args.dir, sort=args.sort, reverse=args.reverse)
     if args.json:

@@ -11,14 +11,12 @@ import gzip
 import math
 import os
 import struct
-import uuid
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from cnnlab._io import atomic_path
 from cnnlab.errors import DataError, DatasetNotFoundError
 
 __all__ = ["atomic_path", "parse_idx", "read_idx", "read_idx_bytes", "write_idx"]
@@ -35,21 +33,6 @@ _CODES: dict[int, np.dtype] = {
 _KINDS = {(dt.kind, dt.itemsize): code for code, dt in _CODES.items()}
 _GZIP_MAGIC = b"\x1f\x8b"
 _FIX = "re-download or re-copy the file"
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds.
-
-    Readers never see a half-written file, and a failed write leaves no partial file behind.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_idx_bytes(path: str | os.PathLike[str]) -> bytes:

@@ -105,9 +105,9 @@ def _build(name: str, model: Any, source: str | Path, tmp: Path, data_dir: str |
 def _peak_memory_mb(source: str, name: str, data_dir: str | None) -> float | None:
     """In a fresh process: the peak resident memory a batch-1000 call adds to a loaded,
     warmed-up engine."""
-    from cnnlab.api import load
+    from cnnlab.inference.model import load_model
 
-    model = load(source)
+    model = load_model(source)
     with tempfile.TemporaryDirectory(prefix="cnnlab-mem-") as tmp:
         call, _ = _build(name, model, source, Path(tmp), data_dir)
         one = torch.randn(1, *model.input_spec.shape)
@@ -130,15 +130,15 @@ def bench_model(source: str | Path, *, engines: tuple[str, ...] = ENGINES, round
     Raises:
         ConfigError: an unknown engine. CheckpointError: an unusable checkpoint.
     """
-    from cnnlab.api import load
     from cnnlab.deploy.onnx import check_images
-    from cnnlab.evaluate.inference import evaluate_loss_accuracy
+    from cnnlab.inference.batched import evaluate_loss_accuracy
+    from cnnlab.inference.model import load_model
     from cnnlab.progress import Progress
 
     unknown = [e for e in engines if e not in ENGINES]
     if unknown:
         raise ConfigError(f"unknown engine(s) {', '.join(unknown)}; known: {', '.join(ENGINES)}")
-    model = load(source)
+    model = load_model(source)
     spec = model.input_spec
     images, targets, what = check_images(model, data_dir, 0)
     mean = torch.tensor(spec.mean).view(1, -1, 1, 1)

@@ -23,8 +23,6 @@ default residual CNN (``cnnlab bench``).
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import logging
 import os
@@ -36,9 +34,12 @@ from typing import Any
 import torch
 
 from cnnlab.errors import ConfigError, ExportError
+from cnnlab.inference.checkpoint import checkpoint_sha256
+from cnnlab.inference.engines import Engine
 
-__all__ = ["ENGINES", "INT8_MAX_DROP_POINTS", "cache_dir", "int8_engine", "int8_gate",
-           "onnx_engine", "pick_engine", "usable_int8"]
+__all__ = ["ENGINES", "INT8_MAX_DROP_POINTS", "cache_dir", "checkpoint_sha256", "int8_engine",
+           "int8_gate", "load_with_engine", "make_engine", "onnx_engine", "pick_engine",
+           "usable_int8"]
 
 log = logging.getLogger("cnnlab")
 
@@ -50,23 +51,6 @@ INT8_MIN_AGREEMENT = 0.99  # top-1 agreement asked of it where no labels were av
 def cache_dir() -> Path:
     env = os.environ.get("CNNLAB_ENGINE_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "cnnlab" / "engines"
-
-
-def checkpoint_sha256(checkpoint: str | Path) -> str:
-    """The SHA-256 of a checkpoint file, computed once per version of the file (a load with
-    ``auto`` asks for it several times: cache keys, the INT8 file's provenance)."""
-    path = Path(checkpoint).resolve()
-    st = path.stat()
-    return _sha256(path, st.st_mtime_ns, st.st_size)
-
-
-@functools.lru_cache(maxsize=64)
-def _sha256(path: Path, mtime_ns: int, size: int) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _key(checkpoint: Path) -> str:
@@ -183,7 +167,7 @@ def _median_ms(run: Any) -> float:
 
 
 def pick_engine(model: Any, requested: str) -> str:
-    """``torch``, ``onnx`` or ``int8`` for ``model`` (a :class:`cnnlab.api.Model` loaded from
+    """``torch``, ``onnx`` or ``int8`` for ``model`` (a :class:`cnnlab.inference.Model` loaded from
     a file).
 
     Raises:
@@ -234,3 +218,39 @@ def pick_engine(model: Any, requested: str) -> str:
     record.write_text(json.dumps({"engine": engine, "batch1_ms": timings,
                                   "int8": str(int8_path) if int8_path else None}) + "\n")
     return engine
+
+
+def make_engine(model: Any, requested: str, *, spinning: bool = True,
+                threads: int = 0) -> Engine:
+    """The engine ``requested`` (``torch``, ``onnx``, ``int8`` or ``auto``) for a model loaded
+    from a file.
+
+    Raises:
+        ConfigError: an unknown engine name. ExportError: the engine cannot run the model.
+    """
+    from cnnlab.inference.engines import OnnxEngine, TorchEngine
+
+    chosen = pick_engine(model, requested)
+    if chosen == "onnx":
+        return OnnxEngine(onnx_engine(model.path, spinning=spinning, threads=threads), "onnx")
+    if chosen == "int8":
+        return OnnxEngine(int8_engine(model.path, spinning=spinning, threads=threads), "int8")
+    return TorchEngine(model.classifier, model.device)
+
+
+def load_with_engine(path: str | Path, *, device: str | torch.device = "cpu",
+                     engine: str = "torch", spinning: bool = True, threads: int = 0) -> Any:
+    """:func:`cnnlab.inference.load_model` with the engine ``engine`` attached (what
+    :func:`cnnlab.load` does).
+
+    Raises:
+        CheckpointError, ConfigError, ExportError: see :func:`make_engine`.
+    """
+    from cnnlab.inference.model import load_model
+
+    if engine not in ENGINES:
+        raise ConfigError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+    model = load_model(path, device=device)
+    if engine != "torch":
+        model.runner = make_engine(model, engine, spinning=spinning, threads=threads)
+    return model

@@ -354,7 +354,7 @@ def channel_prune(model: Classifier, amount: float) -> Classifier:
 
 def _accuracy(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
               spec: Any, batch_size: int) -> float:
-    from cnnlab.evaluate.inference import evaluate_loss_accuracy, predict_logits
+    from cnnlab.inference.batched import evaluate_loss_accuracy, predict_logits
 
     logits = predict_logits(model, images, spec.mean, spec.std, batch_size=batch_size)
     return round(evaluate_loss_accuracy(logits, targets)[1], 6)
@@ -408,10 +408,10 @@ def prune_checkpoint(
             channel pruning does not support, or ``out`` holding a run without ``overwrite``.
         CheckpointError: an unreadable ``source``. DataError: missing data.
     """
-    from cnnlab.api import load
     from cnnlab.config import ModelConfig, resolve_config
+    from cnnlab.inference.checkpoint import save_checkpoint
+    from cnnlab.inference.model import load_model
     from cnnlab.models.summary import summarize
-    from cnnlab.training.checkpoint import save_checkpoint
     from cnnlab.training.data import prepare_data
     from cnnlab.training.loop import checkpoint_payload, fit
 
@@ -430,7 +430,7 @@ def prune_checkpoint(
         raise ConfigError(f"{out} already holds a run; pass --overwrite to replace it or choose "
                           "another --out")
 
-    src = load(source)
+    src = load_model(source)
     classifier = src.classifier
     spec = src.input_spec
     cfg = resolve_config(src.config)

@@ -212,7 +212,7 @@ def default_qat_lr(config: dict[str, Any]) -> float:
 def qat_finetune(model: Any, images: torch.Tensor, targets: torch.Tensor, *, epochs: int = 1,
                  lr: float | None = None, batch_size: int = 128, seed: int = 0,
                  calibration: int = 512, progress: bool = False) -> nn.Module:
-    """Fine-tune a copy of ``model.classifier`` (``model`` a :class:`cnnlab.api.Model`) with
+    """Fine-tune a copy of ``model.classifier`` (``model`` a :class:`cnnlab.inference.Model`) with
     simulated INT8 quantisation and return it as the plain float module.
 
     ``images`` are uint8 (N, C, H, W), normalised with the model's training mean and std;

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnlab.deploy.engine import checkpoint_sha256
 from cnnlab.deploy.onnx import (
     OnnxModel,
     _write_atomic,
@@ -37,6 +36,7 @@ from cnnlab.deploy.onnx import (
     parity,
 )
 from cnnlab.errors import ConfigError, ExportError
+from cnnlab.inference.checkpoint import checkpoint_sha256
 
 __all__ = ["METHODS", "quantize_model", "time_onnx"]
 
@@ -85,7 +85,7 @@ def _save_finetuned(source: str | Path, weights: torch.nn.Module, path: Path,
                     extra: dict[str, Any]) -> Path:
     """``source``'s checkpoint with ``weights``' state_dict, written to ``path`` by the
     checkpoint writer, so that :func:`export_model` and :func:`cnnlab.load` read it."""
-    from cnnlab.training.checkpoint import load_checkpoint, save_checkpoint
+    from cnnlab.inference.checkpoint import load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(source)
     payload = {k: v for k, v in ckpt.items()
@@ -160,8 +160,8 @@ def quantize_model(source: str | Path, out: str | Path, *, method: str = "static
         quantize_static,
     )
 
-    from cnnlab.api import load
     from cnnlab.deploy.onnx import check_images, test_images
+    from cnnlab.inference.model import load_model
 
     if method not in METHODS:
         raise ConfigError(f"--method must be one of {', '.join(METHODS)}; got {method!r}")
@@ -173,7 +173,7 @@ def quantize_model(source: str | Path, out: str | Path, *, method: str = "static
                               f"quantisation-aware training); got {qat_epochs!r}")
         if isinstance(qat_images, bool) or not isinstance(qat_images, int) or qat_images < 1:
             raise ConfigError(f"qat_images must be >= 1 training images; got {qat_images!r}")
-    model = load(source)
+    model = load_model(source)
     out = Path(out)
     spec = model.input_spec
     calib: torch.Tensor | None = None
@@ -267,7 +267,7 @@ def quantize_model(source: str | Path, out: str | Path, *, method: str = "static
             # the parity check goes into the file too: the int8 engine uses an INT8 file only
             # for the checkpoint it was made from, and only if it kept the accuracy
             checked["got"] = got = load_onnx(path).predict_logits(images)
-            from cnnlab.evaluate.inference import evaluate_loss_accuracy
+            from cnnlab.inference.batched import evaluate_loss_accuracy
 
             record = {"checkpoint_sha256": sha, "checked_on": what,
                       "top1_agreement": parity(ref, got)["top1_agreement"],
@@ -286,7 +286,7 @@ def quantize_model(source: str | Path, out: str | Path, *, method: str = "static
         test = test_images(model, data_dir)
         test_acc = None
         if test is not None:  # reported, after the gate has decided on validation images
-            from cnnlab.evaluate.inference import evaluate_loss_accuracy
+            from cnnlab.inference.batched import evaluate_loss_accuracy
 
             test_acc = {k: round(evaluate_loss_accuracy(m.predict_logits(test[0]), test[1])[1], 6)
                         for k, m in (("fp32", fp32), ("int8", int8))}
@@ -311,7 +311,7 @@ def quantize_model(source: str | Path, out: str | Path, *, method: str = "static
         "throughput_speedup": round(timing["int8"]["throughput_images_per_s"]
                                     / timing["fp32"]["throughput_images_per_s"], 2),
     }
-    from cnnlab.evaluate.inference import evaluate_loss_accuracy
+    from cnnlab.inference.batched import evaluate_loss_accuracy
 
     a32 = evaluate_loss_accuracy(ref, targets)[1]
     a8 = evaluate_loss_accuracy(got, targets)[1]
@@ -358,7 +358,7 @@ def _pytorch_int8(model: Any, calib: torch.Tensor, images: torch.Tensor, ref: to
     row: dict[str, Any] = {"top1_agreement": parity(ref, logits)["top1_agreement"],
                            "bytes": buf.getbuffer().nbytes}
     if targets is not None:
-        from cnnlab.evaluate.inference import evaluate_loss_accuracy
+        from cnnlab.inference.batched import evaluate_loss_accuracy
 
         row["accuracy"] = round(evaluate_loss_accuracy(logits, targets)[1], 6)
 

@@ -1,6 +1,5 @@
 """Evaluation: metrics, inference timing and the shared batched inference path."""
 
-from cnnlab.evaluate.inference import evaluate_loss_accuracy, predict_logits
 from cnnlab.evaluate.metrics import (
     UndefinedMetricWarning,
     accuracy,
@@ -17,6 +16,7 @@ from cnnlab.evaluate.metrics import (
     top_k_accuracy,
 )
 from cnnlab.evaluate.timing import measure_inference
+from cnnlab.inference.batched import evaluate_loss_accuracy, predict_logits
 
 __all__ = [
     "UndefinedMetricWarning",

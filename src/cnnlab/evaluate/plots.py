@@ -42,7 +42,7 @@ def _figure(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1):  # ty
 
 
 def _save(fig: Any, path: str | Path) -> Path:
-    from cnnlab.training.checkpoint import atomic_write_bytes
+    from cnnlab._io import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")

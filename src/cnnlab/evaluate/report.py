@@ -105,7 +105,7 @@ def most_confused_pairs(cm: Any, classes: list[str], top: int = 10) -> list[tupl
 # --- loading -------------------------------------------------------------------------------------
 
 def _is_packaged_default(path: Path) -> bool:
-    from cnnlab.training.checkpoint import default_model_path
+    from cnnlab.inference.checkpoint import default_model_path
 
     try:
         return path.resolve() == default_model_path().resolve()
@@ -148,14 +148,14 @@ def compare_engines(checkpoint: str | Path, ds: ImageDataset, engines: list[str]
     """Accuracy of each engine on the same images, and its top-1 agreement with PyTorch: an
     INT8 difference is visible instead of a silent disagreement between commands. An engine
     that cannot run the model gets a row with its error."""
-    from cnnlab.api import load
+    from cnnlab.deploy.engine import load_with_engine
     from cnnlab.errors import CnnlabError
 
     rows: list[dict[str, Any]] = []
     reference = None
     for name in ["torch", *[e for e in engines if e != "torch"]]:
         try:
-            logits = load(checkpoint, device=device, engine=name).logits(
+            logits = load_with_engine(checkpoint, device=device, engine=name).logits(
                 ds.images, batch_size=batch_size)
         except CnnlabError as e:
             rows.append({"engine": name, "error": str(e)})
@@ -220,7 +220,7 @@ def build_report(
     """
     import torch.nn.functional as F
 
-    from cnnlab.api import load
+    from cnnlab.deploy.engine import load_with_engine
     from cnnlab.device import resolve_device
     from cnnlab.evaluate import (
         balanced_accuracy,
@@ -245,7 +245,7 @@ def build_report(
     dev = resolve_device(str(device))
     path = Path(run_dir_or_checkpoint)
     # raises CheckpointError for a missing run or file
-    model = load(path, device=dev, engine=engine)
+    model = load_with_engine(path, device=dev, engine=engine)
     ckpt_path = Path(model.path) if model.path else path
     run_dir = _run_dir_of(ckpt_path)
     if isinstance(dataset, ImageDataset):  # already in the model's input form
@@ -388,8 +388,7 @@ def build_report(
 
     card = _model_card(model, evaluation, training, history)
     evaluation["model_card"] = card
-    from cnnlab.cli._util import clean_json
-    from cnnlab.training.checkpoint import atomic_write_bytes
+    from cnnlab._io import atomic_write_bytes, clean_json
 
     merged = _read_json(out / "metrics.json")
     if not merged and out != run_dir and src.origin != "external":

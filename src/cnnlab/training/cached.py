@@ -19,13 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab._io import atomic_write_bytes
 from cnnlab.config import Config, dump_toml
 from cnnlab.data.transforms import normalize
 from cnnlab.device import resolve_device
 from cnnlab.errors import ConfigError
+from cnnlab.inference.checkpoint import save_checkpoint
 from cnnlab.models import Classifier
 from cnnlab.progress import Progress
-from cnnlab.training.checkpoint import atomic_write_bytes, save_checkpoint
 from cnnlab.training.data import PreparedData
 from cnnlab.training.loop import FitResult, _epoch_seed, _write_history, checkpoint_payload
 from cnnlab.training.optim import make_optimizer, make_scheduler
@@ -63,7 +64,7 @@ def fit_head_on_features(model: Classifier, cfg: Config, data: PreparedData, *,
     Raises:
         ConfigError: the model has no linear head whose input the features are.
     """
-    from cnnlab.finetune import head_module
+    from cnnlab.training.finetune import head_module
 
     out = Path(out_dir) if out_dir is not None else None
     if out is not None and (out / "model.pt").exists() and not overwrite:

@@ -391,7 +391,7 @@ def load_split(model: Any, split: str = "test", *, dataset: str | None = None,
     one way any command gets images to evaluate, calibrate, check or replay.
 
     Args:
-        model: a loaded :class:`cnnlab.api.Model` (its path, config, classes, preprocessing).
+        model: a loaded :class:`cnnlab.inference.Model` (its path, config, classes, preprocessing).
         split: ``train``, ``val`` or ``test`` of the run's own data.
         dataset: other data: a registered name or an image folder (``external`` unless it is
             the folder the model was trained on, whose ``splits.json`` then decides).

@@ -23,14 +23,15 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from cnnlab._io import atomic_write_bytes
 from cnnlab.config import Config, dump_toml, resolve_config
 from cnnlab.data.transforms import AugmentConfig, BatchAugment, normalize
 from cnnlab.device import cpu_supports_bf16, resolve_device
 from cnnlab.errors import CheckpointError, ConfigError
-from cnnlab.evaluate.inference import autocast_context, evaluate_loss_accuracy, predict_logits
+from cnnlab.inference.batched import autocast_context, evaluate_loss_accuracy, predict_logits
+from cnnlab.inference.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.models import MODELS, Classifier, InputSpec, create_model
 from cnnlab.progress import Progress
-from cnnlab.training.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from cnnlab.training.data import MANIFEST_NAME, PreparedData, prepare_data
 from cnnlab.training.optim import make_optimizer, make_scheduler
 from cnnlab.training.tracking import TensorBoard
@@ -101,7 +102,7 @@ def checkpoint_payload(weights: nn.Module, cfg: Config, data: PreparedData,
 
 
 def _env_record(device: torch.device) -> dict[str, Any]:
-    from cnnlab.training.checkpoint import library_versions
+    from cnnlab.inference.checkpoint import library_versions
 
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,

@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnlab._io import atomic_write_bytes
 from cnnlab.config import Config, dump_toml
 from cnnlab.data import ImageDataset, stratified_kfold
 from cnnlab.errors import ConfigError, DataError
-from cnnlab.training.checkpoint import atomic_write_bytes
 from cnnlab.training.data import PreparedData, prepare_data
 from cnnlab.training.loop import fit
 
@@ -193,10 +193,10 @@ def _fold_data(pool: PreparedData, train_idx: np.ndarray, val_idx: np.ndarray) -
 def _best_model_predictions(run_dir: Path, images: torch.Tensor, cfg: Config,
                             device: torch.device) -> np.ndarray:
     """Class predictions of a fold's best checkpoint (``model.pt``) for ``images``."""
-    from cnnlab.api import load
-    from cnnlab.evaluate.inference import predict_logits
+    from cnnlab.inference.batched import predict_logits
+    from cnnlab.inference.model import load_model
 
-    model = load(run_dir, device=device)
+    model = load_model(run_dir, device=device)
     spec = model.classifier.input_spec
     logits = predict_logits(model.classifier, images, spec.mean, spec.std,
                             batch_size=cfg.train.eval_batch_size, device=device)

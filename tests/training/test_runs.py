@@ -4,8 +4,8 @@ import pytest
 
 from cnnlab.config import resolve_config
 from cnnlab.errors import ConfigError
-from cnnlab.runs import COLUMNS, find_runs, list_runs, sort_runs
 from cnnlab.training.loop import fit
+from cnnlab.training.runs import COLUMNS, find_runs, list_runs, sort_runs
 from synth import prepared_data
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from cnnlab.cli import main as cli_main
-from cnnlab.compare import LITERATURE, compare
 from cnnlab.errors import ConfigError, RegistryError
+from cnnlab.evaluate.compare import LITERATURE, compare
 from synth import prepared_data, write_image_folder
 
 
@@ -144,7 +144,7 @@ def test_help_lists_every_registered_baseline(cli, capsys):
 
 
 def test_public_names():
-    import cnnlab.compare as mod
+    import cnnlab.evaluate.compare as mod
 
     assert mod.__all__ == ["LITERATURE", "CompareResult", "compare"]
     assert all(hasattr(mod, n) for n in mod.__all__)

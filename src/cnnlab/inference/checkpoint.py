@@ -1,0 +1,136 @@
+"""Checkpoint files: one ``torch.save`` file, loadable with ``weights_only=True``.
+
+A checkpoint holds everything needed to rebuild and use the model without the code that
+trained it: the model name and kwargs, the ``state_dict``, class names, the input spec and
+preprocessing, the resolved config, metrics and library versions. ``last.pt`` also carries
+``train_state`` (optimizer, scheduler, EMA, history) for ``--resume``. Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnlab._io import atomic_write_bytes
+from cnnlab.errors import CheckpointError
+
+__all__ = [
+    "DEFAULT_NAME",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "REQUIRED_KEYS",
+    "checkpoint_path",
+    "checkpoint_sha256",
+    "default_model_path",
+    "library_versions",
+    "load_checkpoint",
+    "save_checkpoint",
+]
+
+FORMAT = "cnnlab-checkpoint"
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format", "format_version", "model", "state_dict", "classes", "input_spec",
+                 "preprocessing", "config", "metrics", "versions")
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+
+    from cnnlab._version import __version__
+
+    return {"cnnlab": __version__, "torch": str(torch.__version__), "numpy": str(numpy.__version__),
+            "python": platform.python_version()}
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` (see :data:`REQUIRED_KEYS`) atomically to ``path``."""
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION,
+               "versions": library_versions(), **payload}
+    missing = [k for k in REQUIRED_KEYS if k not in payload]
+    assert not missing, f"checkpoint payload lacks {missing}"  # internal invariant
+    return atomic_write_bytes(path, lambda f: torch.save(payload, f))
+
+
+DEFAULT_NAME = "default"
+
+
+def default_model_path() -> Path:
+    """The packaged default MNIST model (``cnnlab/assets/default/model.pt``)."""
+    from importlib.resources import files
+
+    return Path(str(files("cnnlab") / "assets" / "default" / "model.pt"))
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """The file a checkpoint argument names: a .pt file, a run directory's model.pt, or, for
+    the word ``default`` (when no file or directory of that name exists here), the packaged
+    default model."""
+    p = Path(path)
+    if str(path) == DEFAULT_NAME and not p.exists():
+        return default_model_path()
+    return p / "model.pt" if p.is_dir() else p
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and validate a checkpoint written by :func:`save_checkpoint`.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, not a cnnlab checkpoint, of a newer
+            format, or lacks a key (the message names the file and the key).
+    """
+    p = checkpoint_path(path)
+    if not p.is_file():
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} does not exist; pass a .pt file written by `cnnlab train`, "
+            "a run directory that contains model.pt, or `default` for the packaged MNIST model"
+        )
+    try:
+        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for corrupt or foreign files
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} cannot be read ({type(e).__name__}: {str(e).splitlines()[0]})"
+            "; it is corrupt, truncated or not a PyTorch file"
+        ) from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{str(p)!r} is a PyTorch file but not a cnnlab checkpoint (no 'format': {FORMAT!r} "
+            "entry); a bare state_dict can be loaded with create_model(...).load_state_dict()"
+        )
+    version = ckpt.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} has format version {version!r}; this cnnlab reads versions "
+            f"up to {FORMAT_VERSION}. Upgrade cnnlab to load it."
+        )
+    for key in REQUIRED_KEYS:
+        if key not in ckpt:
+            raise CheckpointError(f"checkpoint {str(p)!r} lacks the required key {key!r}")
+    model = ckpt["model"]
+    if not isinstance(model, dict) or "name" not in model or "kwargs" not in model:
+        raise CheckpointError(
+            f"checkpoint {str(p)!r}: key 'model' must hold 'name' and 'kwargs'; found {model!r}"
+        )
+    ckpt["path"] = str(p)
+    return ckpt
+
+
+def checkpoint_sha256(checkpoint: str | Path) -> str:
+    """The SHA-256 of a checkpoint file, computed once per version of the file (a load with
+    ``auto`` asks for it several times: cache keys, the INT8 file's provenance)."""
+    path = Path(checkpoint).resolve()
+    st = path.stat()
+    return _sha256(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: Path, mtime_ns: int, size: int) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
