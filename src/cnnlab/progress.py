@@ -1,4 +1,5 @@
-"""Progress display for long work: a live bar on a terminal, plain periodic lines otherwise.
+"""Progress display for long work: a tqdm bar with rate and ETA on a terminal, plain periodic
+lines otherwise.
 
 Library code reports progress through :class:`Progress`; it writes to stderr only, so a
 ``--json`` stdout stays machine-readable. ``enabled=False`` silences it (the Python API's
@@ -11,21 +12,24 @@ import sys
 import time
 from typing import TextIO
 
+from tqdm import tqdm
+
 __all__ = ["Progress"]
 
-
-def _fmt_time(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    m, s = divmod(seconds, 60)
-    h, m = divmod(m, 60)
-    return f"{h:d}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+# tqdm's meter without the bar, for logs: tqdm itself redraws one line with carriage returns,
+# which a log file or CI console keeps as one unreadable line per bar
+_LINE = ("{desc} {percentage:3.0f}% {n_fmt}/{total_fmt} {unit} "
+         "[{elapsed}<{remaining}, {rate_fmt}{postfix}]")
+_LINE_NO_TOTAL = "{desc} {n_fmt} {unit} [{elapsed}, {rate_fmt}{postfix}]"
 
 
 class Progress:
     """Counts units of work (images, bytes, trials) towards ``total``.
 
-    On a terminal it redraws one line with a bar, the rate and the ETA; elsewhere it prints
-    a plain line at most every ``interval`` seconds, and always at the end.
+    On a terminal tqdm draws a bar with the rate and the ETA, redrawn at most every
+    ``interval`` seconds; elsewhere a plain line of the same figures is printed at most every
+    ``interval`` seconds (10 by default), and always at the end. ``count`` is in units of work;
+    ``scale`` and ``scale_unit`` only change what is shown (bytes as MiB, say).
     """
 
     def __init__(
@@ -51,8 +55,11 @@ class Progress:
         self.count = 0
         self.postfix = ""
         self.start = time.perf_counter()
-        self._last = 0.0
+        self._last = 0.0  # when the last plain line was printed
         self._closed = False
+        self._bar = tqdm(total=self._shown(total) if total else None, desc=desc, unit=self.unit,
+                         unit_scale=scale != 1, file=self.stream, mininterval=self.interval,
+                         dynamic_ncols=True) if enabled and self.tty else None
 
     def __enter__(self) -> Progress:
         return self
@@ -63,56 +70,40 @@ class Progress:
     def update(self, n: int = 1, postfix: str | None = None) -> None:
         self.count += n
         if postfix is not None:
-            self.postfix = postfix
-        now = time.perf_counter()
-        if self.enabled and now - self._last >= self.interval:
-            self._last = now
-            self._draw(final=False)
+            self.set_postfix(postfix)
+        if self._bar is not None:
+            self._bar.update(self._shown(n))
+        elif self.enabled and time.perf_counter() - self._last >= self.interval:
+            self._last = time.perf_counter()
+            self._print_line()
 
     def set_postfix(self, postfix: str) -> None:
         self.postfix = postfix
+        if self._bar is not None:
+            self._bar.set_postfix_str(postfix, refresh=False)
 
     def close(self, postfix: str | None = None) -> None:
         if self._closed:
             return
         self._closed = True
         if postfix is not None:
-            self.postfix = postfix
-        if self.enabled:
-            self._draw(final=True)
+            self.set_postfix(postfix)
+        if self._bar is not None:
+            self._bar.close()
+        elif self.enabled:
+            self._print_line()
 
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
-    def _line(self) -> str:
-        elapsed = self.elapsed
-        rate = self.count / elapsed if elapsed > 0 else 0.0
-        shown = self.count * self.scale
-        rate_str = f"{rate * self.scale:,.0f} {self.unit}/s" if rate * self.scale >= 10 else (
-            f"{rate * self.scale:.2f} {self.unit}/s")
-        parts = [self.desc] if self.desc else []
-        if self.total:
-            frac = min(1.0, self.count / self.total)
-            eta = (self.total - self.count) / rate if rate > 0 else 0.0
-            if self.tty:
-                width = 24
-                filled = int(frac * width)
-                parts.append(f"{frac:4.0%} |{'#' * filled}{'.' * (width - filled)}|")
-            else:
-                parts.append(f"{frac:4.0%}")
-            parts.append(f"{shown:,.0f}/{self.total * self.scale:,.0f} {self.unit}")
-            parts.append(f"[{_fmt_time(elapsed)}<{_fmt_time(eta)}, {rate_str}]")
-        else:
-            parts.append(f"{shown:,.0f} {self.unit} [{_fmt_time(elapsed)}, {rate_str}]")
-        if self.postfix:
-            parts.append(self.postfix)
-        return " ".join(parts)
+    def _shown(self, n: int) -> float:
+        return n * self.scale if self.scale != 1 else n  # counts stay integers unscaled
 
-    def _draw(self, final: bool) -> None:
-        line = self._line()
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + line + ("\n" if final else ""))
-        else:
-            self.stream.write(line + "\n")
+    def _print_line(self) -> None:
+        line = tqdm.format_meter(
+            self._shown(self.count), self._shown(self.total) if self.total else None,
+            self.elapsed, prefix=self.desc, unit=self.unit, unit_scale=self.scale != 1,
+            postfix=self.postfix or None, bar_format=_LINE if self.total else _LINE_NO_TOTAL)
+        self.stream.write(line.strip() + "\n")
         self.stream.flush()

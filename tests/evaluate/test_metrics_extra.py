@@ -400,3 +400,73 @@ GOOD_PROBS = [[0.7, 0.3], [0.2, 0.8]]
 def test_errors(call, error, message):
     with pytest.raises(error, match=re.escape(message)):
         call()
+
+
+# --- cross-checks of what stays hand-written -----------------------------------------------------
+
+def test_report_specificity_matches_sklearn_multilabel_confusion_matrix(random_case):
+    t, _, p = random_case
+    p = np.where(p == 4, 3, p)  # class 4 never predicted
+    with pytest.warns(UndefinedMetricWarning, match=r"precision .* \['4'\]"):
+        r = classification_report(t, p, [str(c) for c in range(K)])
+    for c, ((tn, fp), _) in enumerate(skm.multilabel_confusion_matrix(t, p, labels=range(K))):
+        assert r["per_class"][str(c)]["specificity"] == pytest.approx(tn / (tn + fp), abs=1e-12)
+
+
+def test_ece_matches_sklearn_calibration_curve(random_case):
+    from sklearn.calibration import calibration_curve
+
+    t, probs, p = random_case
+    confidence, correct = probs.max(1), (p == t).astype(int)
+    ece, bins = expected_calibration_error(t, probs, n_bins=10)
+    frac_correct, mean_conf = calibration_curve(correct, confidence, n_bins=10)
+    nonempty = bins["count"] > 0
+    np.testing.assert_allclose(bins["accuracy"][nonempty], frac_correct, atol=1e-12)
+    np.testing.assert_allclose(bins["confidence"][nonempty], mean_conf, atol=1e-12)
+    weights = bins["count"][nonempty] / len(t)
+    assert ece == pytest.approx((weights * np.abs(frac_correct - mean_conf)).sum(), abs=1e-12)
+
+
+def test_top_k_accuracy_ties_differ_from_sklearn_on_purpose():
+    # why top_k_accuracy is ours: scikit-learn gives the tie in row 3 to class 1, argmax to 0
+    probs = np.array([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7], [0.4, 0.4, 0.2]])
+    targets = [1, 0, 1]
+    assert skm.top_k_accuracy_score(targets, probs, k=1, labels=range(3)) == pytest.approx(1 / 3)
+    assert top_k_accuracy(targets, probs, 1) == skm.accuracy_score(targets, probs.argmax(1)) == 0
+
+
+def test_bootstrap_ci_matches_scipy_bootstrap():
+    from scipy import stats
+
+    rng = np.random.default_rng(4)
+    t = rng.integers(0, 5, 2000)
+    p = np.where(rng.random(2000) < 0.8, t, rng.integers(0, 5, 2000))
+    _, low, high = bootstrap_ci(t, p, n_boot=4000, seed=0)
+    res = stats.bootstrap((t, p), lambda a, b, axis=-1: (a == b).mean(axis=axis), paired=True,
+                          vectorized=True, n_resamples=4000, method="percentile",
+                          rng=np.random.default_rng(0))
+    assert low == pytest.approx(res.confidence_interval.low, abs=0.004)
+    assert high == pytest.approx(res.confidence_interval.high, abs=0.004)
+
+
+def test_mcnemar_table_and_p_values_match_scipy():
+    from scipy import stats
+
+    rng = np.random.default_rng(5)
+    t = rng.integers(0, 3, 400)
+    a = np.where(rng.random(400) < 0.8, t, rng.integers(0, 3, 400))
+    b = np.where(rng.random(400) < 0.7, t, rng.integers(0, 3, 400))
+    (_, only_a), (only_b, _) = skm.confusion_matrix(a == t, b == t, labels=[True, False])
+    stat, p = mcnemar(t, a, b)
+    assert only_a + only_b >= 25  # the chi-square branch
+    assert stat == pytest.approx((abs(only_a - only_b) - 1) ** 2 / (only_a + only_b))
+    assert p == pytest.approx(stats.chi2.sf(stat, 1))
+    for b_, c_ in ((7, 1), (0, 5), (12, 12)):
+        exact = min(1.0, 2 * stats.binom.cdf(min(b_, c_), b_ + c_, 0.5))
+        assert mcnemar(*_mcnemar_case(b_, c_))[1] == pytest.approx(exact, rel=1e-12)
+
+
+def test_confusion_matrix_of_no_samples_is_zeros():
+    from cnnlab.evaluate import confusion_matrix
+
+    assert confusion_matrix([], [], 2).tolist() == [[0, 0], [0, 0]]

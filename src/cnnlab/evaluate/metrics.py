@@ -3,10 +3,12 @@ accuracy, confusion matrices, per-class precision, recall, F1 and specificity wi
 weighted averages, one-vs-rest ROC curves and AUC, log loss, calibration error, bootstrap
 confidence intervals and McNemar's test for comparing two classifiers.
 
-Labels are 1-D integer arrays or tensors; probabilities are ``(N, K)`` arrays or tensors whose
-rows sum to 1 (apply softmax to logits first). Degenerate cases follow scikit-learn's
-``zero_division``: a class never predicted (or never present) gets 0 for the undefined figure
-and an :class:`UndefinedMetricWarning`.
+scikit-learn computes the figures, SciPy the p-values. What is ours: the validation (one message
+form naming our function and argument; tensors accepted) and what the libraries lack or do
+differently, each saying why and cross-checked in the tests. Labels are 1-D integer arrays or
+tensors; probabilities are ``(N, K)`` with rows summing to 1 (apply softmax to logits first).
+Degenerate cases follow scikit-learn's ``zero_division``: a class never predicted (or never
+present) gets 0 for the undefined figure and an :class:`UndefinedMetricWarning` naming it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import warnings
 from typing import Any, Literal
 
 import numpy as np
+import sklearn.exceptions
 import torch
+from scipy import stats
+from sklearn import metrics as skm
 
 from cnnlab.errors import ShapeError
 
@@ -37,27 +42,26 @@ __all__ = [
 ]
 
 
-class UndefinedMetricWarning(UserWarning):
-    """A metric is undefined for some class (e.g. precision of a class never predicted)."""
+class UndefinedMetricWarning(sklearn.exceptions.UndefinedMetricWarning):
+    """A metric is undefined for some class (e.g. precision of a class never predicted).
+
+    A subclass of scikit-learn's warning of that name, so a filter on either catches it; where
+    it is raised, scikit-learn's own (which does not name the classes) is suppressed."""
 
 
 def _to_numpy(x: Any) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def _as_array(x: Any, name: str) -> np.ndarray:
-    arr = _to_numpy(x)
-    if arr.ndim != 1:
-        raise ShapeError(f"The '{name}' parameter must be a 1-D array of labels. "
-                         f"Got shape {arr.shape} instead.")
-    return arr.astype(np.int64, copy=False)
-
-
 def _pair(targets: Any, preds: Any) -> tuple[np.ndarray, np.ndarray]:
-    t, p = _as_array(targets, "targets"), _as_array(preds, "preds")
+    t, p = _to_numpy(targets), _to_numpy(preds)
+    for name, arr in (("targets", t), ("preds", p)):
+        if arr.ndim != 1:
+            raise ShapeError(f"The '{name}' parameter must be a 1-D array of labels. "
+                             f"Got shape {arr.shape} instead.")
     if len(t) != len(p):
         raise ShapeError(f"targets and preds must have the same length; got {len(t)} and {len(p)}")
-    return t, p
+    return t.astype(np.int64, copy=False), p.astype(np.int64, copy=False)
 
 
 # --- validation shared by the functions below: one message form, naming the function ----------
@@ -142,9 +146,9 @@ def _targets_probs(targets: Any, probs: Any, func: str) -> tuple[np.ndarray, np.
 # --- label metrics -------------------------------------------------------------------------------
 
 def accuracy(targets: Any, preds: Any) -> float:
-    """Fraction of predictions equal to the targets."""
+    """Fraction of predictions equal to the targets (NaN for no samples)."""
     t, p = _pair(targets, preds)
-    return float((t == p).mean()) if len(t) else float("nan")
+    return float(skm.accuracy_score(t, p)) if len(t) else float("nan")
 
 
 def balanced_accuracy(targets: Any, preds: Any, num_classes: int) -> float:
@@ -165,15 +169,14 @@ def balanced_accuracy(targets: Any, preds: Any, num_classes: int) -> float:
     _same_length(func, targets=t, preds=p)
     _in_range(t, "targets", func, k)
     _in_range(p, "preds", func, k)
-    support = np.bincount(t, minlength=k)
-    hits = np.bincount(t[t == p], minlength=k)
-    present = support > 0
-    phantom = np.flatnonzero(~present & (np.bincount(p, minlength=k) > 0))
+    phantom = np.setdiff1d(p, t)
     if len(phantom):
         warnings.warn(f"preds contain class(es) {phantom.tolist()} that never occur in targets; "
                       f"their recall is undefined and left out of the mean",
                       UndefinedMetricWarning, stacklevel=2)
-    return float((hits[present] / support[present]).mean())
+    with warnings.catch_warnings():  # scikit-learn's own says the same without the classes
+        warnings.filterwarnings("ignore", "y_pred contains classes not in y_true", UserWarning)
+        return float(skm.balanced_accuracy_score(t, p))
 
 
 def top_k_accuracy(targets: Any, probs: Any, k: int) -> float:
@@ -187,30 +190,39 @@ def top_k_accuracy(targets: Any, probs: Any, k: int) -> float:
         ValueError: probs outside [0, 1] or rows not summing to 1, a target outside
             ``[0, K)`` or ``k`` outside ``[1, K]``.
     """
+    # Not scikit-learn's top_k_accuracy_score: it breaks ties towards the higher class index
+    # (its k=1 then disagrees with argmax and accuracy), wants 1-D scores for two classes and
+    # warns at k = K. The tests check this one against it on untied scores.
     func = "top_k_accuracy"
     t, p = _targets_probs(targets, probs, func)
     k = _int_param(k, "k", func, 1, p.shape[1])
-    rows = np.arange(len(t))
-    target_p = p[rows, t][:, None]  # (N, 1)
+    target_p = p[np.arange(len(t)), t][:, None]  # (N, 1)
     lower_index = np.arange(p.shape[1])[None, :] < t[:, None]  # (N, K)
     rank = ((p > target_p) | ((p == target_p) & lower_index)).sum(axis=1)  # classes ranked above
     return float((rank < k).mean())
 
 
-def confusion_matrix(targets: Any, preds: Any, num_classes: int) -> np.ndarray:
-    """Counts ``C[i, j]`` of samples of true class ``i`` predicted as ``j``.
-
-    Raises:
-        ShapeError: label arrays of different lengths.
-        ValueError: a label outside ``[0, num_classes)``.
-    """
+def _labelled_pair(targets: Any, preds: Any, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     t, p = _pair(targets, preds)
     for name, arr in (("targets", t), ("preds", p)):
         if len(arr) and (arr.min() < 0 or arr.max() >= num_classes):
             raise ValueError(f"The '{name}' labels must lie in [0, {num_classes}). "
                              f"Got values from {arr.min()} to {arr.max()} instead.")
-    return np.bincount(t * num_classes + p, minlength=num_classes**2).reshape(
-        num_classes, num_classes)
+    return t, p
+
+
+def confusion_matrix(targets: Any, preds: Any, num_classes: int) -> np.ndarray:
+    """Counts ``C[i, j]`` of samples of true class ``i`` predicted as ``j`` (scikit-learn's
+    ``confusion_matrix`` over the labels ``0 .. num_classes - 1``).
+
+    Raises:
+        ShapeError: label arrays of different lengths.
+        ValueError: a label outside ``[0, num_classes)``.
+    """
+    t, p = _labelled_pair(targets, preds, num_classes)
+    if not len(t):  # scikit-learn refuses empty input; no samples is an all-zero matrix
+        return np.zeros((num_classes, num_classes), dtype=np.int64)
+    return skm.confusion_matrix(t, p, labels=np.arange(num_classes))
 
 
 def normalized_confusion_matrix(
@@ -219,7 +231,8 @@ def normalized_confusion_matrix(
     """A confusion matrix as fractions: of each true class (rows sum to 1, the diagonal is the
     recall), of each predicted class (columns sum to 1, the diagonal is the precision) or of all
     samples. Rows or columns with no samples stay zeros rather than NaN, as in scikit-learn's
-    ``confusion_matrix(normalize=...)``.
+    ``confusion_matrix(normalize=...)``, which normalises only while it counts labels: this
+    takes a matrix already counted (summed over folds, say).
 
     Raises:
         ShapeError: ``cm`` is not a square 2-D array.
@@ -240,41 +253,44 @@ def normalized_confusion_matrix(
     return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
 
 
-def _safe_div(num: np.ndarray, den: np.ndarray, what: str, classes: list[str]) -> np.ndarray:
-    out = np.zeros_like(num, dtype=np.float64)
-    ok = den > 0
-    out[ok] = num[ok] / den[ok]
-    if not ok.all():
-        bad = [classes[i] for i in np.flatnonzero(~ok)]
+def _warn_undefined(undefined: np.ndarray, what: str, classes: list[str]) -> None:
+    if undefined.any():
+        bad = [classes[i] for i in np.flatnonzero(undefined)]
         warnings.warn(f"{what} is undefined for class(es) {bad} and set to 0.0",
                       UndefinedMetricWarning, stacklevel=3)
-    return out
 
 
 def classification_report(
     targets: Any, preds: Any, classes: list[str], *, specificity: bool = True
 ) -> dict[str, Any]:
     """Accuracy, per-class precision/recall/F1/support, macro and weighted averages and the
-    confusion matrix, as plain Python values ready for JSON.
+    confusion matrix, as plain Python values ready for JSON. Precision, recall and F1 are
+    scikit-learn's ``precision_recall_fscore_support`` with ``zero_division=0``; the warning
+    for an undefined figure is ours and names the classes.
 
     With ``specificity=True`` every per-class entry and both averages also carry
-    ``"specificity"``, TN / (TN + FP): the recall of "not this class". It is off by default so
-    that the entries keep exactly their historical keys. The weighted average weights by
-    support, like the other figures.
+    ``"specificity"``, TN / (TN + FP): the recall of "not this class", which scikit-learn has
+    no function for. ``specificity=False`` leaves the entries with exactly the keys they had
+    before specificity was added. The weighted average weights by support, like the other
+    figures.
 
     Raises:
         ShapeError: label arrays of different lengths.
         ValueError: a label outside ``[0, len(classes))``.
     """
     k = len(classes)
-    cm = confusion_matrix(targets, preds, k)
+    t, p = _labelled_pair(targets, preds, k)
+    cm = confusion_matrix(t, p, k)
     tp = np.diag(cm).astype(np.float64)
     support = cm.sum(axis=1).astype(np.float64)
     predicted = cm.sum(axis=0).astype(np.float64)
-    precision = _safe_div(tp, predicted, "precision (no predicted samples)", classes)
-    recall = _safe_div(tp, support, "recall (no true samples)", classes)
-    pr = precision + recall
-    f1 = np.where(pr > 0, 2 * precision * recall / np.where(pr > 0, pr, 1), 0.0)
+    _warn_undefined(predicted == 0, "precision (no predicted samples)", classes)
+    _warn_undefined(support == 0, "recall (no true samples)", classes)
+    if len(t):
+        precision, recall, f1, _ = skm.precision_recall_fscore_support(
+            t, p, labels=np.arange(k), zero_division=0)
+    else:
+        precision = recall = f1 = np.zeros(k)
     total = support.sum()
     per_class = {
         name: {"precision": float(precision[i]), "recall": float(recall[i]),
@@ -295,9 +311,9 @@ def classification_report(
     }
     if specificity:
         negatives = total - support  # TN + FP
-        false_pos = predicted - tp
-        spec = _safe_div(negatives - false_pos, negatives,
-                         "specificity (no negative samples)", classes)
+        true_neg = negatives - (predicted - tp)
+        _warn_undefined(negatives == 0, "specificity (no negative samples)", classes)
+        spec = np.divide(true_neg, negatives, out=np.zeros(k), where=negatives > 0)
         for i, name in enumerate(classes):
             per_class[name]["specificity"] = float(spec[i])
         report["macro"]["specificity"] = float(spec.mean())
@@ -307,21 +323,12 @@ def classification_report(
 
 # --- probability metrics -------------------------------------------------------------------------
 
-def _binary_curve(
-    positive: np.ndarray, scores: np.ndarray, drop_intermediate: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """False and true positive counts and thresholds, one point per distinct score, plus the
-    (0, 0) start at threshold +inf; scikit-learn's ``roc_curve`` algorithm."""
-    order = np.argsort(scores, kind="mergesort")[::-1]
-    s, y = scores[order], positive[order]
-    last_of_run = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
-    tps = np.cumsum(y)[last_of_run].astype(np.float64)
-    fps = 1 + last_of_run - tps
-    thresholds = s[last_of_run]
-    if drop_intermediate and len(fps) > 2:  # drop points on a straight line between neighbours
-        keep = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
-        fps, tps, thresholds = fps[keep], tps[keep], thresholds[keep]
-    return np.r_[0.0, fps], np.r_[0.0, tps], np.r_[np.inf, thresholds]
+def _one_vs_rest(t: np.ndarray, k: int) -> tuple[np.ndarray, list[int], list[int]]:
+    """``(N, K)`` one-hot targets, and the classes with no positive and with no negative
+    samples (their ROC curve and AUC are undefined)."""
+    onehot = np.arange(k)[None, :] == t[:, None]  # (N, K)
+    return (onehot, np.flatnonzero(~onehot.any(axis=0)).tolist(),
+            np.flatnonzero(onehot.all(axis=0)).tolist())
 
 
 def _undefined_classes_warning(no_pos: list[int], no_neg: list[int], what: str) -> None:
@@ -334,12 +341,12 @@ def roc_curves(
     targets: Any, probs: Any, *, drop_intermediate: bool = True
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """One-vs-rest ROC curve of every class: ``curves[c] = (fpr, tpr, thresholds)`` for
-    "class c" against the rest, scored by ``probs[:, c]``, exactly as scikit-learn's
-    ``roc_curve`` draws it (the first threshold is +inf; ``drop_intermediate`` leaves out
-    points that lie on a straight line between their neighbours).
+    "class c" against the rest, scored by ``probs[:, c]``, from scikit-learn's ``roc_curve``
+    (the first threshold is +inf; ``drop_intermediate`` leaves out points that lie on a
+    straight line between their neighbours).
 
     A class with no positive (or no negative) samples has an undefined TPR (FPR); it is NaN
-    there, as in scikit-learn, with an :class:`UndefinedMetricWarning`.
+    there, as in scikit-learn, with one :class:`UndefinedMetricWarning` naming the classes.
 
     Raises:
         ShapeError: targets not 1-D, probs not 2-D with one row per target.
@@ -347,35 +354,25 @@ def roc_curves(
             ``[0, K)``.
     """
     t, p = _targets_probs(targets, probs, "roc_curves")
-    curves, no_pos, no_neg = [], [], []
-    for c in range(p.shape[1]):
-        fps, tps, thresholds = _binary_curve(t == c, p[:, c], drop_intermediate)
-        if tps[-1] == 0:
-            no_pos.append(c)
-        if fps[-1] == 0:
-            no_neg.append(c)
-        with np.errstate(invalid="ignore"):  # 0/0 for an undefined axis gives the NaN we want
-            curves.append((fps / fps[-1], tps / tps[-1], thresholds))
+    onehot, no_pos, no_neg = _one_vs_rest(t, p.shape[1])
     if no_pos or no_neg:
         _undefined_classes_warning(no_pos, no_neg, "ROC curve is undefined where")
-    return curves
-
-
-def _area(fps: np.ndarray, tps: np.ndarray) -> float:
-    return float(np.trapezoid(tps / tps[-1], fps / fps[-1]))
+    with warnings.catch_warnings():  # scikit-learn's, one per class, say what ours said once
+        warnings.simplefilter("ignore", sklearn.exceptions.UndefinedMetricWarning)
+        return [skm.roc_curve(onehot[:, c], p[:, c], drop_intermediate=drop_intermediate)
+                for c in range(p.shape[1])]
 
 
 def roc_auc(
     targets: Any, probs: Any, average: Literal["macro", "micro"] | None = "macro"
 ) -> float | np.ndarray:
-    """Area under the one-vs-rest ROC curves.
+    """Area under the one-vs-rest ROC curves, from scikit-learn's ``roc_auc_score``.
 
-    ``average="macro"`` is the mean of the per-class areas (scikit-learn's
-    ``roc_auc_score(multi_class="ovr")``), ``"micro"`` the area of one curve over all
-    (sample, class) pairs of the one-hot targets, ``None`` the ``(K,)`` per-class areas.
-    A class with no positive or no negative samples has no area: it gets an
-    :class:`UndefinedMetricWarning`, is left out of the macro average and is NaN with
-    ``average=None``.
+    ``average="macro"`` is the mean of the per-class areas (``roc_auc_score(multi_class=
+    "ovr")``), ``"micro"`` the area of one curve over all (sample, class) pairs of the one-hot
+    targets, ``None`` the ``(K,)`` per-class areas. A class with no positive or no negative
+    samples has no area (scikit-learn raises): it gets an :class:`UndefinedMetricWarning`, is
+    left out of the macro average and is NaN with ``average=None``.
 
     Raises:
         ShapeError: targets not 1-D, probs not 2-D with one row per target.
@@ -385,22 +382,16 @@ def roc_auc(
     func = "roc_auc"
     _choice(average, "average", func, ("macro", "micro", None))
     t, p = _targets_probs(targets, probs, func)
-    if average == "micro":
-        onehot = np.arange(p.shape[1])[None, :] == t[:, None]  # (N, K); has both kinds as K >= 2
-        fps, tps, _ = _binary_curve(onehot.ravel(), p.ravel(), drop_intermediate=True)
-        return _area(fps, tps)
-    areas = np.full(p.shape[1], np.nan)
-    no_pos, no_neg = [], []
-    for c in range(p.shape[1]):
-        fps, tps, _ = _binary_curve(t == c, p[:, c], drop_intermediate=True)
-        if tps[-1] == 0 or fps[-1] == 0:
-            (no_pos if tps[-1] == 0 else no_neg).append(c)
-            continue
-        areas[c] = _area(fps, tps)
+    onehot, no_pos, no_neg = _one_vs_rest(t, p.shape[1])
+    if average == "micro":  # the pooled pairs have both kinds, as K >= 2
+        return float(skm.roc_auc_score(onehot, p, average="micro"))
     if no_pos or no_neg:
-        what = "ROC AUC is undefined and left out of the macro average where"
-        _undefined_classes_warning(no_pos, no_neg, what if average == "macro" else
-                                   "ROC AUC is undefined (NaN) where")
+        _undefined_classes_warning(
+            no_pos, no_neg, "ROC AUC is undefined and left out of the macro average where"
+            if average == "macro" else "ROC AUC is undefined (NaN) where")
+    undefined = set(no_pos) | set(no_neg)
+    areas = np.array([np.nan if c in undefined else skm.roc_auc_score(onehot[:, c], p[:, c])
+                      for c in range(p.shape[1])])
     if average is None:
         return areas
     defined = areas[~np.isnan(areas)]
@@ -408,9 +399,10 @@ def roc_auc(
 
 
 def log_loss(targets: Any, probs: Any, eps: float = 1e-15) -> float:
-    """Mean negative log-likelihood of the targets, ``-mean(log p[i, targets[i]])``, with the
-    probabilities clipped to ``[eps, 1 - eps]`` so a confident mistake costs
-    ``-log(eps)`` (about 34.5 by default) rather than infinity.
+    """Mean negative log-likelihood of the targets, ``-mean(log p[i, targets[i]])``, from
+    scikit-learn's ``log_loss``, with the probabilities clipped to ``[eps, 1 - eps]`` (rows
+    renormalised after) so a confident mistake costs ``-log(eps)`` (about 34.5 by default)
+    rather than infinity.
 
     Raises:
         ShapeError: targets not 1-D, probs not 2-D with one row per target.
@@ -422,8 +414,12 @@ def log_loss(targets: Any, probs: Any, eps: float = 1e-15) -> float:
         raise ValueError(f"The 'eps' parameter of {func} must be a float in (0, 0.5). "
                          f"Got {eps!r} instead.")
     t, p = _targets_probs(targets, probs, func)
-    target_p = np.clip(p[np.arange(len(t)), t], eps, 1 - eps)
-    return float(-np.log(target_p).mean())
+    # scikit-learn >= 1.5 dropped `eps` (it clips at the float's machine epsilon) and warns when
+    # rows are off 1 by more than sqrt(eps) of float64, as float32 softmax rows are: clip and
+    # renormalise here, as scikit-learn itself did before.
+    clipped = np.clip(p, eps, 1 - eps)
+    return float(skm.log_loss(t, clipped / clipped.sum(axis=1, keepdims=True),
+                              labels=np.arange(p.shape[1])))
 
 
 def expected_calibration_error(
@@ -445,6 +441,8 @@ def expected_calibration_error(
         ValueError: probs outside [0, 1] or rows not summing to 1, a target outside
             ``[0, K)`` or ``n_bins`` < 1.
     """
+    # Ours: scikit-learn has no ECE, and its calibration_curve (the tests check these bins
+    # against it) scores one binary column and drops the empty bins a diagram needs.
     func = "expected_calibration_error"
     n_bins = _int_param(n_bins, "n_bins", func, 1)
     t, p = _targets_probs(targets, probs, func)
@@ -479,15 +477,16 @@ def bootstrap_ci(
     Both metrics depend only on the confusion matrix, so resampling the samples with
     replacement is the same as drawing the cell counts from a multinomial over the observed
     (target, pred) pairs; that is what is done, ``n_boot`` draws at once, so the cost grows
-    with the number of distinct pairs, not of samples (1000 resamples of 10,000 labels take a
-    few milliseconds with 10 classes). Macro F1 averages over the classes seen in ``targets``
-    or ``preds``; a class that vanishes from a resample scores 0 there.
+    with the number of distinct pairs, not of samples. Macro F1 averages over the classes seen
+    in ``targets`` or ``preds``; a class that vanishes from a resample scores 0 there.
 
     Raises:
         ShapeError: label arrays that are not 1-D or of different lengths.
         ValueError: empty or non-integer labels, an unknown ``metric``, ``n_boot`` < 1 or
             ``confidence`` outside (0, 1).
     """
+    # Not scipy.stats.bootstrap: it resamples the N labels themselves, several times slower
+    # here for 1000 resamples of 10,000 labels (benchmarks/bench_bootstrap.py times both).
     func = "bootstrap_ci"
     _choice(metric, "metric", func, ("accuracy", "macro_f1"))
     n_boot = _int_param(n_boot, "n_boot", func, 1)
@@ -507,15 +506,10 @@ def bootstrap_ci(
     def score(counts: np.ndarray) -> np.ndarray:  # (B, cells) -> (B,)
         if metric == "accuracy":
             return counts[:, diagonal].sum(axis=1) / n
-        counts_t = torch.from_numpy(counts)
-        tp = torch.zeros(len(counts), k, dtype=torch.float64)
-        tp.index_add_(1, torch.from_numpy(true_of[diagonal]), counts_t[:, diagonal])
-        # support + predicted of each class: every cell counts once for its row and its column
-        den = torch.zeros(len(counts), k, dtype=torch.float64)
-        den.index_add_(1, torch.from_numpy(true_of), counts_t)
-        den.index_add_(1, torch.from_numpy(pred_of), counts_t)
-        f1 = torch.where(den > 0, 2 * tp / den.clamp(min=1), 0.0)  # F1 = 2TP / (2TP + FP + FN)
-        return f1.mean(dim=1).numpy()
+        rows, cols = np.eye(k)[true_of], np.eye(k)[pred_of]  # (cells, K): each cell's classes
+        tp = counts[:, diagonal] @ rows[diagonal]  # (B, K)
+        den = counts @ (rows + cols)  # support + predicted = 2TP + FP + FN
+        return np.divide(2 * tp, den, out=np.zeros_like(tp), where=den > 0).mean(axis=1)
 
     point = float(score(cell_counts[None, :].astype(np.float64))[0])
     rng = np.random.default_rng(seed)
@@ -524,34 +518,15 @@ def bootstrap_ci(
     return point, float(low), float(high)
 
 
-def _binom_cdf_half(k: int, n: int) -> float:
-    """P(X <= k) for X ~ Binomial(n, 1/2)."""
-    try:
-        from scipy.stats import binom
-    except ImportError:
-        return math.fsum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
-    return float(binom.cdf(k, n, 0.5))
-
-
-def _chi2_sf_1df(x: float) -> float:
-    """P(X >= x) for X ~ chi-square with one degree of freedom."""
-    try:
-        from scipy.stats import chi2
-    except ImportError:
-        return math.erfc(math.sqrt(x / 2))  # X = Z^2, so P(X >= x) = P(|Z| >= sqrt(x))
-    return float(chi2.sf(x, 1))
-
-
 def mcnemar(targets: Any, preds_a: Any, preds_b: Any) -> tuple[float, float]:
     """McNemar's test of whether two classifiers, scored on the same samples, have the same
     error rate. Only the discordant samples count: ``b`` right by A and wrong by B, ``c`` the
     reverse.
 
-    With fewer than 25 discordant samples the test is the exact two-sided binomial one:
-    statistic ``min(b, c)``, p-value ``min(1, 2 P(X <= min(b, c)))`` for
-    ``X ~ Binomial(b + c, 1/2)``. Otherwise it is the chi-square test with continuity
+    With fewer than 25 discordant samples the test is the exact two-sided binomial one
+    (SciPy's ``binomtest``): statistic ``min(b, c)``, p-value ``min(1, 2 P(X <= min(b, c)))``
+    for ``X ~ Binomial(b + c, 1/2)``. Otherwise it is the chi-square test with continuity
     correction: statistic ``max(|b - c| - 1, 0)**2 / (b + c)`` on one degree of freedom.
-    scipy is used when importable; the fallback is exact arithmetic.
 
     Returns:
         ``(statistic, p_value)``.
@@ -567,8 +542,10 @@ def mcnemar(targets: Any, preds_a: Any, preds_b: Any) -> tuple[float, float]:
     right_a, right_b = a == t, b_ == t
     b = int((right_a & ~right_b).sum())
     c = int((~right_a & right_b).sum())
+    if b + c == 0:  # the classifiers never disagree: no evidence of a difference
+        return 0.0, 1.0
     if b + c < 25:
         smaller = min(b, c)
-        return float(smaller), min(1.0, 2 * _binom_cdf_half(smaller, b + c))
+        return float(smaller), float(stats.binomtest(smaller, b + c, 0.5).pvalue)
     statistic = max(abs(b - c) - 1, 0) ** 2 / (b + c)
-    return float(statistic), _chi2_sf_1df(statistic)
+    return float(statistic), float(stats.chi2.sf(statistic, 1))
