@@ -1,6 +1,5 @@
 import math
 import re
-import sys
 
 import numpy as np
 import pytest
@@ -319,15 +318,6 @@ def test_mcnemar_chi2_hand_computed():
     assert p == pytest.approx(math.erfc(math.sqrt(19**2 / 40 / 2)), rel=1e-9)
     stat, p = mcnemar(*_mcnemar_case(13, 13))
     assert (stat, p) == (0.0, 1.0)
-
-
-def test_mcnemar_without_scipy(monkeypatch):
-    with_scipy = [mcnemar(*_mcnemar_case(b, c)) for b, c in ((10, 2), (30, 10))]
-    monkeypatch.setitem(sys.modules, "scipy.stats", None)  # makes `import scipy.stats` fail
-    without = [mcnemar(*_mcnemar_case(b, c)) for b, c in ((10, 2), (30, 10))]
-    for (s1, p1), (s2, p2) in zip(with_scipy, without, strict=True):
-        assert s1 == s2
-        assert p1 == pytest.approx(p2, rel=1e-9)
 
 
 # --- errors --------------------------------------------------------------------------------------
