@@ -139,3 +139,16 @@ def _engine_cache(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
                   ) -> None:
     """ONNX exports and engine choices go to a temporary cache, not the user's."""
     monkeypatch.setenv("CNNLAB_ENGINE_CACHE", str(tmp_path_factory.getbasetemp() / "engines"))
+
+
+@pytest.fixture(autouse=True)
+def _empty_working_directory(monkeypatch: pytest.MonkeyPatch,
+                             tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every test starts in an empty working directory, not wherever pytest was started.
+
+    Registered datasets are also looked up in ``./data/<name>`` (the repository ships MNIST
+    there), so from the repository root a test expecting "mnist not found" would find, and
+    train on, the real files; and relative defaults (``runs/<name>``, ``grid.png``) would
+    land in the checkout. A test that wants a working directory chdirs into its own.
+    """
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))

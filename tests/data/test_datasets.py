@@ -5,6 +5,7 @@ import hashlib
 import re
 import shutil
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -211,11 +212,12 @@ def test_missing_files_no_download(tmp_path, monkeypatch):
     message = str(info.value)
     assert isinstance(info.value, FileNotFoundError)
     cache = tmp_path / "xdg-cache" / "cnnlab" / "mnist"
+    workdir = Path.cwd() / "data" / "mnist"  # an empty directory (tests/conftest.py)
     assert message == (
         "mnist train split not found: missing train-images-idx3-ubyte.gz (or "
         "train-images-idx3-ubyte), train-labels-idx1-ubyte.gz (or train-labels-idx1-ubyte); "
         f"looked in {tmp_path / 'd'}, {tmp_path / 'd' / 'mnist'}, {env_dir}, "
-        f"{env_dir / 'mnist'}, {cache}; downloading is off ($CNNLAB_OFFLINE=1 or "
+        f"{env_dir / 'mnist'}, {workdir}, {cache}; downloading is off ($CNNLAB_OFFLINE=1 or "
         "download=False). Fix: copy the files into one of these directories, or point "
         "--data-dir DIR (or $CNNLAB_DATA_DIR) at a directory that holds them"
     )
@@ -227,3 +229,63 @@ def test_copy_of_real_files_in_cache_dir(mnist_dir, tmp_path):
     for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
         shutil.copy(mnist_dir / name, cache / name)
     assert len(load_dataset("mnist", "test", download=False)) == 10000
+
+
+# ------------------------------------------------- the working directory's data/<name>
+
+
+def _copy_test_split(mnist_dir, target):
+    target.mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy(mnist_dir / name, target / name)
+
+
+def test_found_in_working_directory_data(mnist_dir, tmp_path, monkeypatch):
+    # From a clone's root, the shipped data/mnist/ is found without data_dir, and read in
+    # place: no download is tried (the cache stays absent) and nothing is written there.
+    monkeypatch.delenv("CNNLAB_OFFLINE", raising=False)  # downloads allowed, yet not needed
+    _copy_test_split(mnist_dir, tmp_path / "repo" / "data" / "mnist")
+    monkeypatch.chdir(tmp_path / "repo")
+    ds = load_dataset("mnist", "test", mirrors=["http://127.0.0.1:9/"])
+    assert len(ds) == 10000
+    assert ds.source == str(tmp_path / "repo" / "data" / "mnist" / "t10k-images-idx3-ubyte.gz")
+    assert sorted(p.name for p in (tmp_path / "repo" / "data" / "mnist").iterdir()) == [
+        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    assert not (tmp_path / "xdg-cache").exists()
+
+
+def test_working_directory_data_comes_after_env_and_before_cache(mnist_dir, fake_idx, tmp_path,
+                                                                 monkeypatch):
+    # Fake (checksum-failing) files in ./data/mnist: which directory won shows in the error.
+    fake_idx(tmp_path / "repo" / "data" / "mnist")
+    monkeypatch.chdir(tmp_path / "repo")
+    _copy_test_split(mnist_dir, tmp_path / "xdg-cache" / "cnnlab" / "mnist")
+    with pytest.raises(DataError, match=re.escape(
+        f"{tmp_path / 'repo' / 'data' / 'mnist' / 't10k-images-idx3-ubyte.gz'}: checksum mismatch"
+    )):
+        load_dataset("mnist", "test", download=False)  # ./data/mnist before the cache
+    _copy_test_split(mnist_dir, tmp_path / "env")
+    monkeypatch.setenv("CNNLAB_DATA_DIR", str(tmp_path / "env"))
+    ds = load_dataset("mnist", "test", download=False)  # $CNNLAB_DATA_DIR before ./data/mnist
+    assert ds.source == str(tmp_path / "env" / "t10k-images-idx3-ubyte.gz")
+
+
+def test_working_directory_data_itself_is_not_searched(fake_idx, tmp_path, monkeypatch):
+    # Loose files directly in ./data/ could belong to any dataset of the family: not used.
+    fake_idx(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatasetNotFoundError, match=re.escape(
+        f"looked in {tmp_path / 'data' / 'mnist'}, {tmp_path / 'xdg-cache' / 'cnnlab' / 'mnist'};"
+    )):
+        load_dataset("mnist", "test", download=False)
+
+
+def test_download_never_goes_into_working_directory_data(tmp_path, monkeypatch):
+    # Downloads go to the cache (here: a mirror that refuses), never into ./data/<name>.
+    monkeypatch.delenv("CNNLAB_OFFLINE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatasetNotFoundError, match=re.escape("download failed: http://127.0.0.1:9/")):
+        load_dataset("mnist", "test", progress=False, mirrors=["http://127.0.0.1:9/"],
+                     timeout=2)
+    assert not (tmp_path / "data").exists()
+    assert list((tmp_path / "xdg-cache" / "cnnlab" / "mnist").iterdir()) == []

@@ -4,10 +4,12 @@ Everything loads into one :class:`ImageDataset`: uint8 images ``(N, C, H, W)`` a
 targets. Training slices batches from these tensors directly (no DataLoader workers), which
 is the fastest path for small images.
 
-Dataset files are looked up in ``data_dir``, then ``$CNNLAB_DATA_DIR``, then
-``~/.cache/cnnlab/<name>`` (``$XDG_CACHE_HOME`` is honoured), each directory both as given
-and with ``<name>/`` appended. Every file is verified by checksum before use; missing files
-are downloaded from the dataset's mirrors when allowed.
+Dataset files are looked up in ``data_dir``, then ``$CNNLAB_DATA_DIR`` (each both as given
+and with ``<name>/`` appended), then ``data/<name>`` under the working directory (where a
+clone of the repository ships MNIST, so commands run from its root find it; only read,
+never downloaded into), then ``~/.cache/cnnlab/<name>`` (``$XDG_CACHE_HOME`` is honoured).
+Every file is verified by checksum before use; missing files are downloaded from the
+dataset's mirrors when allowed.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ __all__ = [
 
 SPLITS = ("train", "test")
 DATA_DIR_ENV = "CNNLAB_DATA_DIR"
+WORKDIR_DATA = "data"  # <working directory>/data/<name>: the repository's shipped data
 OFFLINE_ENV = "CNNLAB_OFFLINE"  # set to 1 to forbid downloads
 DOWNLOAD_TIMEOUT = 30.0  # seconds without data before a mirror counts as failed
 
@@ -300,15 +303,30 @@ def default_cache_dir() -> Path:
     return Path(base) / "cnnlab"
 
 
-def _lookup_dirs(name: str, data_dir: str | os.PathLike[str] | None) -> list[Path]:
+def _lookup_dirs(name: str, data_dir: str | os.PathLike[str] | None
+                 ) -> tuple[list[Path], list[Path]]:
+    """Where to look for ``name``'s files, in order, and the subset downloads may go to.
+
+    ``<cwd>/data/<name>`` is only read, never downloaded into: a download must not land in
+    whatever directory a command happens to run from. It is ``data/<name>``, not ``data/``
+    itself, because the MNIST family shares file names: loose files in ``data/`` could be
+    any of them.
+    """
     roots = [Path(data_dir)] if data_dir is not None else []
     if os.environ.get(DATA_DIR_ENV):
         roots.append(Path(os.environ[DATA_DIR_ENV]))
-    dirs = []
-    for root in roots:
-        dirs += [root, root / name]
-    dirs.append(default_cache_dir() / name)
-    return list(dict.fromkeys(d.expanduser() for d in dirs))  # keep order, drop repeats
+    given = [d for root in roots for d in (root, root / name)]
+    cache = default_cache_dir() / name
+    dirs = [*given, Path.cwd() / WORKDIR_DATA / name, cache]
+    return _unique(dirs), _unique([*given, cache])
+
+
+def _unique(dirs: list[Path]) -> list[Path]:
+    """``dirs`` with ``~`` expanded, in order, without a second spelling of the same place."""
+    seen: dict[Path, Path] = {}
+    for d in (d.expanduser() for d in dirs):
+        seen.setdefault(d.resolve(), d)
+    return list(seen.values())
 
 
 def _find(spec: IdxFile, dirs: list[Path], raw_allowed: bool) -> Path | None:
@@ -417,9 +435,12 @@ def load_dataset(
         name: a name in :data:`DATASETS` (``mnist``, ``fashion-mnist``, ``kmnist``).
         split: ``"train"`` or ``"test"``.
         data_dir: the directory to look in first (the files directly in it, or in
-            ``<data_dir>/<name>/``); then ``$CNNLAB_DATA_DIR``, then the cache directory.
-        download: fetch missing files from the mirrors into the first writable directory;
-            ``None`` means yes unless ``$CNNLAB_OFFLINE`` is set to 1.
+            ``<data_dir>/<name>/``); then ``$CNNLAB_DATA_DIR``, then ``data/<name>`` under
+            the working directory, then the cache directory.
+        download: fetch missing files from the mirrors into the first writable one of
+            ``data_dir``, ``$CNNLAB_DATA_DIR`` and the cache directory (the working
+            directory's ``data/`` is only read); ``None`` means yes unless
+            ``$CNNLAB_OFFLINE`` is set to 1.
         progress: show a progress bar while downloading.
         mirrors: base URLs to try instead of the dataset's own (tests use a local server).
         timeout: seconds a mirror may stay silent before it counts as failed.
@@ -440,12 +461,12 @@ def load_dataset(
             f"Got {split!r} instead."
         )
     specs = info.files[split]
-    dirs = _lookup_dirs(name, data_dir)
+    dirs, download_dirs = _lookup_dirs(name, data_dir)
     paths = [_find(spec, dirs, info.raw_allowed) for spec in specs]
     failures: list[str] = []
     missing = [spec for spec, path in zip(specs, paths, strict=True) if path is None]
     if missing and download:
-        target = _writable_target(dirs, name)
+        target = _writable_target(download_dirs, name)
         if target is None:
             failures.append("no writable directory to download into")
         else:
