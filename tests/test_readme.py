@@ -76,23 +76,11 @@ PARSE_ONLY: dict[str, str] = {
 _BRACKETS = "[optional] notation: a shell passes {} to cnnlab as an argument"
 # README lines that are not shell-literal today (README fix: drop the brackets and say in the
 # comment what the option adds).
-XFAIL_LITERAL: dict[str, str] = {
-    "evaluate runs/fast [--json]": _BRACKETS.format("'[--json]'"),
-    "predict runs/fast examples/digits [--json]": _BRACKETS.format("'[--json]'"),
-    "runs [runs] [--sort test_accuracy --reverse]": _BRACKETS.format("'[runs]'"),
-    "bench runs/fast [--memory]": _BRACKETS.format("'[--memory]'"),
-}
+XFAIL_LITERAL: dict[str, str] = {}
 # README lines whose argv does not parse today.
 XFAIL_PARSE: dict[str, str] = {}
 # README lines that parse but do not run today (see the reason for the fix).
-XFAIL_RUN: dict[str, str] = {
-    "data export sklearn-digits --out data/sklearn-digits #2":
-        "repeats the same line of 'What it does', and a second export refuses: "
-        "data/sklearn-digits already exists",
-    "prune runs/fast --method channel --amount 0.5 --finetune-epochs 1 --out runs/fast-pruned":
-        "runs/fast-pruned already holds the prune run of 'What it does', and prune refuses "
-        "to replace it",
-}
+XFAIL_RUN: dict[str, str] = {}
 # README lines that are meant to end with another exit status than 0.
 EXIT_STATUS: dict[str, int] = {}
 
