@@ -1,12 +1,31 @@
-"""The exception tree of cnnlab.
+"""The exception tree of cnnlab, and the one language its messages speak.
 
-Everything a user can cause raises a subclass of :class:`CnnlabError`. Most are also
-``ValueError`` (or ``FileNotFoundError``) so that callers who do not know cnnlab can still
-catch them sensibly. Messages say what and where, what was expected, what was found and how
-to fix it. The CLI turns these into one ``error: ...`` line and exit status 2.
+Everything a user can cause raises a subclass of :class:`CnnlabError`; most are also
+``ValueError`` (or ``FileNotFoundError``, ``KeyError``, ``RuntimeError``) so that callers who
+do not know cnnlab can still catch them sensibly::
+
+    CnnlabError
+    +-- ConfigError (ValueError)          an invalid option, config file, --set or recipe
+    |   +-- RegistryError (KeyError)      an unknown model, dataset, recipe, ... name
+    +-- DataError (ValueError)            data that cannot be read or has the wrong form
+    |   +-- DatasetNotFoundError (FileNotFoundError)
+    |   +-- ImageTooLargeError            more pixels than the limit (decompression bombs)
+    +-- ShapeError (ValueError)           a tensor that does not fit a model or function
+    +-- CheckpointError (ValueError)      a missing, corrupt or foreign checkpoint
+    +-- DeviceError (RuntimeError)        a requested device that is absent
+    +-- ExportError (RuntimeError)        an export or quantisation that cannot be made
+
+Messages say what and where, what was expected, what was found and how to fix it. Two
+builders give the common cases one form: :func:`invalid_value` (scikit-learn's "The 'x'
+setting must be ... Got ... instead.") and :func:`unknown_name` (with "did you mean").
+Library messages name settings (``train.lr``); the CLI says which flag sets them. The CLI
+turns these errors into one ``error: ...`` line and exit status 2; the service into a 4xx.
 """
 
 from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
 
 __all__ = [
     "CheckpointError",
@@ -16,8 +35,12 @@ __all__ = [
     "DatasetNotFoundError",
     "DeviceError",
     "ExportError",
+    "ImageTooLargeError",
     "RegistryError",
     "ShapeError",
+    "close_names",
+    "invalid_value",
+    "unknown_name",
 ]
 
 
@@ -44,6 +67,11 @@ class DatasetNotFoundError(DataError, FileNotFoundError):
     """A dataset's files are missing and could not be fetched."""
 
 
+class ImageTooLargeError(DataError):
+    """An image with more pixels than the limit allows (a decompression bomb, or a photo to
+    scale down first)."""
+
+
 class ShapeError(CnnlabError, ValueError):
     """A tensor whose shape does not fit a model or function."""
 
@@ -58,3 +86,31 @@ class DeviceError(CnnlabError, RuntimeError):
 
 class ExportError(CnnlabError, RuntimeError):
     """An exported or quantised model that cannot be made, or does not match the original."""
+
+
+# --- message builders ---------------------------------------------------------------------------
+
+def invalid_value(name: str, value: object, expected: str, *, kind: str = "setting",
+                  fix: str = "") -> str:
+    """The message for a value out of range: ``The 'train.lr' setting must be a positive
+    number. Got -1.0 instead.`` followed by ``fix`` when there is one.
+
+    ``kind`` says what ``name`` is: ``setting`` (a config key), ``parameter of f``, ``option``.
+    """
+    return f"The {name!r} {kind} must be {expected}. Got {value!r} instead." + (
+        f" {fix}" if fix else "")
+
+
+def close_names(name: str, known: Iterable[str], n: int = 3) -> list[str]:
+    """The known names closest to ``name`` (for "did you mean"), best first."""
+    return difflib.get_close_matches(name, list(known), n=n, cutoff=0.5)
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str], *, show_known: bool = True) -> str:
+    """The message for an unknown name: ``unknown model 'lenet'; did you mean 'lenet5'?
+    (known: alexnet, lenet5, ...)``."""
+    names = sorted(known)
+    close = close_names(name, names)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    listed = f" (known: {', '.join(names) or 'none'})" if show_known else ""
+    return f"unknown {kind} {name!r}{hint}{listed}"

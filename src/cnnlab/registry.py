@@ -12,12 +12,11 @@ Used for models, datasets and recipes::
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from cnnlab.errors import RegistryError
+from cnnlab.errors import RegistryError, unknown_name
 
 __all__ = ["Entry", "Registry"]
 
@@ -75,12 +74,7 @@ class Registry(Generic[T]):
         return self.entry(name).obj
 
     def unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        return (
-            f"unknown {self.kind} {name!r}{hint} "
-            f"(known: {', '.join(sorted(self._entries)) or 'none'})"
-        )
+        return unknown_name(self.kind, name, self._entries)
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -11,16 +11,18 @@ swap its classifier with ``reset_classifier`` and describes the input it expects
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
 
 import torch
 from torch import nn
 
-from cnnlab.errors import ConfigError, ShapeError
+from cnnlab.errors import ConfigError, ShapeError, close_names
 from cnnlab.registry import Registry
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = [
     "MODELS",
@@ -28,6 +30,7 @@ __all__ = [
     "InputSpec",
     "build_config",
     "check_dropout",
+    "check_input_shape",
     "check_kernel_size",
     "check_positive_int",
     "check_widths",
@@ -80,6 +83,8 @@ def default_input_spec(channels: int, size: tuple[int, int]) -> InputSpec:
     published RGB weights expect), 0.5/0.5 per channel otherwise. Training replaces them with
     the dataset's own statistics when it computes them.
     """
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     if channels == 1:
         mean, std = (MNIST_MEAN,), (MNIST_STD,)
     elif channels == 3:
@@ -131,36 +136,46 @@ class Classifier(nn.Module):
         Raises:
             ShapeError: wrong rank, channel count or spatial size.
         """
-        spec = self.input_spec
-        name = type(self).__name__
-        if x.dim() != 4:
-            raise ShapeError(
-                f"{name} expects a batch of shape (N, {spec.channels}, {spec.height}, "
-                f"{spec.width}); got a tensor of shape {tuple(x.shape)}. "
-                "Add a batch dimension with x.unsqueeze(0) for a single image."
-            )
-        _, c, h, w = x.shape
-        if c != spec.channels:
-            raise ShapeError(
-                f"{name} expects {spec.channels} input channel(s), shape (N, {spec.channels}, "
-                f"{spec.height}, {spec.width}); got {c} in shape {tuple(x.shape)}."
-            )
-        if self.fixed_size and (h, w) != (spec.height, spec.width):
-            raise ShapeError(
-                f"{name} was built for {spec.height}x{spec.width} inputs, shape (N, {c}, "
-                f"{spec.height}, {spec.width}); got {h}x{w}. Resize the images or create the "
-                f"model with input_size=({h}, {w})."
-            )
-        if not self.fixed_size and min(h, w) < self.min_size:
-            raise ShapeError(
-                f"{name} needs inputs of at least {self.min_size}x{self.min_size}; "
-                f"got {h}x{w} in shape {tuple(x.shape)}."
-            )
+        check_input_shape(x, self.input_spec, name=type(self).__name__,
+                          fixed_size=self.fixed_size, min_size=self.min_size)
+
+
+def check_input_shape(x: torch.Tensor, spec: InputSpec, *, name: str, fixed_size: bool,
+                      min_size: int) -> None:
+    """:meth:`Classifier.check_input` for any module that knows its ``spec``, ``fixed_size``
+    and ``min_size`` (a wrapper such as the INT8 engine's, which is not a Classifier).
+
+    Raises:
+        ShapeError: wrong rank, channel count or spatial size; the message names ``name``.
+    """
+    if x.dim() != 4:
+        raise ShapeError(
+            f"{name} expects a batch of shape (N, {spec.channels}, {spec.height}, "
+            f"{spec.width}); got a tensor of shape {tuple(x.shape)}. "
+            "Add a batch dimension with x.unsqueeze(0) for a single image."
+        )
+    _, c, h, w = x.shape
+    if c != spec.channels:
+        raise ShapeError(
+            f"{name} expects {spec.channels} input channel(s), shape (N, {spec.channels}, "
+            f"{spec.height}, {spec.width}); got {c} in shape {tuple(x.shape)}."
+        )
+    if fixed_size and (h, w) != (spec.height, spec.width):
+        raise ShapeError(
+            f"{name} was built for {spec.height}x{spec.width} inputs, shape (N, {c}, "
+            f"{spec.height}, {spec.width}); got {h}x{w}. Resize the images or create the "
+            f"model with input_size=({h}, {w})."
+        )
+    if not fixed_size and min(h, w) < min_size:
+        raise ShapeError(
+            f"{name} needs inputs of at least {min_size}x{min_size}; "
+            f"got {h}x{w} in shape {tuple(x.shape)}."
+        )
 
 
 # ---- helpers shared by the model families -----------------------------------------------------
 
-C = TypeVar("C")
+C = TypeVar("C", bound="DataclassInstance")
 
 
 class TorchvisionLayoutClassifier(Classifier):
@@ -183,7 +198,9 @@ class TorchvisionLayoutClassifier(Classifier):
         return self.classifier(features)
 
     def reset_classifier(self, num_classes: int) -> None:
-        self.classifier[6] = new_head(self.classifier[6], num_classes)  # same key
+        head = self.classifier[6]
+        assert isinstance(head, nn.Linear)  # every subclass builds its head there
+        self.classifier[6] = new_head(head, num_classes)  # same key
         self.num_classes = num_classes
 
 
@@ -193,17 +210,17 @@ def build_config(model: str, defaults: C, overrides: Mapping[str, Any]) -> C:
     Raises:
         ConfigError: a key that is not a field of the config, with a close match if there is one.
     """
-    known = [f.name for f in dataclasses.fields(defaults)]  # type: ignore[arg-type]
+    known = [f.name for f in dataclasses.fields(defaults)]
     for key in overrides:
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            close = close_names(key, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(
                 f"model {model!r} got an unknown keyword argument {key!r}{hint} "
                 f"(it takes: {', '.join(known)})"
             )
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
-    return dataclasses.replace(defaults, **values)  # type: ignore[type-var]
+    return dataclasses.replace(defaults, **values)
 
 
 def init_weights(module: nn.Module) -> None:
@@ -253,7 +270,7 @@ def check_dropout(model: str, dropout: object, name: str = "dropout") -> float:
     return float(dropout)
 
 
-def _positive_int(value: object) -> bool:
+def _positive_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
@@ -268,7 +285,7 @@ def check_positive_int(model: str, name: str, value: object) -> int:
             f"The {name!r} parameter of model {model!r} must be an int >= 1. "
             f"Got {value!r} instead."
         )
-    return value  # type: ignore[return-value]
+    return value
 
 
 def check_widths(model: str, name: str, values: object) -> tuple[int, ...]:

@@ -35,7 +35,7 @@ from cnnlab.data import (
     read_folder_images,
     stratified_split,
 )
-from cnnlab.errors import ConfigError, DataError
+from cnnlab.errors import ConfigError, DataError, close_names
 from cnnlab.inference.preprocess import Preprocess, digit_likeness
 
 __all__ = ["MANIFEST_NAME", "SPLITS", "PreparedData", "SplitSource", "check_split",
@@ -263,12 +263,12 @@ def _prepare_registered(cfg: DataConfig, seed: int, progress: bool) -> PreparedD
     train = full.subset(train_idx)
     val = full.subset(val_idx) if val_idx is not None else None
     stats = train.stats()
-    manifest = {"format": MANIFEST_FORMAT, "version": 1, "dataset": cfg.dataset, "seed": seed,
-                "preprocessing": pre.to_spec(),
-                "splits": {"train": {"file": "train", "indices": train_idx.tolist()},
-                           "test": {"file": "test", "indices": "all"}}}
+    splits: dict[str, Any] = {"train": {"file": "train", "indices": train_idx.tolist()},
+                              "test": {"file": "test", "indices": "all"}}
     if val_idx is not None:
-        manifest["splits"]["val"] = {"file": "train", "indices": val_idx.tolist()}
+        splits["val"] = {"file": "train", "indices": val_idx.tolist()}
+    manifest = {"format": MANIFEST_FORMAT, "version": 1, "dataset": cfg.dataset, "seed": seed,
+                "preprocessing": pre.to_spec(), "splits": splits}
     return PreparedData(
         train=train, val=val, test=test, classes=list(full.classes),
         mean=tuple(round(v, 4) for v in stats.mean),
@@ -290,9 +290,7 @@ def prepare_data(cfg: DataConfig, *, seed: int, progress: bool = True,
         return _prepare_registered(cfg, seed, progress)
     root = Path(cfg.dataset)
     if not root.is_dir():
-        import difflib
-
-        close = difflib.get_close_matches(cfg.dataset, DATASETS.names(), n=1)
+        close = close_names(cfg.dataset, DATASETS.names(), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise DataError(
             f"dataset {cfg.dataset!r} is neither a registered dataset "
@@ -370,11 +368,6 @@ def _same_folder(a: Path, b: str | None) -> bool:
     except OSError:
         return False
     return _split_parent(pa) == _split_parent(pb)
-
-
-def _split_parent(p: Path) -> Path:
-    """The dataset folder of ``p``: its parent when ``p`` is a train/, val/ or test/ folder."""
-    return p.parent if p.name in ("train", "test", "val") else p
 
 
 def _is_class_folder(root: Path) -> bool:

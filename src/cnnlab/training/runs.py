@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import difflib
 import json
 import os
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from cnnlab.errors import ConfigError
+from cnnlab.errors import ConfigError, close_names
 
 __all__ = ["COLUMNS", "find_runs", "list_runs", "run_summary", "sort_runs"]
 
@@ -106,8 +105,11 @@ def run_summary(run_dir: str | Path, root: str | Path | None = None) -> dict[str
         except (OSError, ValueError, UnicodeDecodeError) as e:
             problems.append(f"{metrics_file.name} unreadable: {e}")
     if config:
-        model, data, train = (config.get(k) if isinstance(config.get(k), dict) else {}
-                              for k in ("model", "data", "train"))
+        tables: list[dict[str, Any]] = []
+        for k in ("model", "data", "train"):
+            table = config.get(k)
+            tables.append(table if isinstance(table, dict) else {})
+        model, data, train = tables
         row["model"] = model.get("name")
         row["recipe"] = config.get("recipe") or None
         row["dataset"] = data.get("dataset")
@@ -146,7 +148,7 @@ def sort_runs(rows: list[dict[str, Any]], key: str = "date", *, reverse: bool = 
         ConfigError: ``key`` is not a column.
     """
     if key not in COLUMNS:
-        close = difflib.get_close_matches(key, COLUMNS, n=1)
+        close = close_names(key, COLUMNS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(
             f"cannot sort runs by {key!r}{hint}; sort keys: {', '.join(COLUMNS)}"
