@@ -1,15 +1,36 @@
-"""Small helpers shared by the verbs: JSON output, tables, shape parsing."""
+"""Small helpers shared by the verbs: the parser types, JSON output, tables, shape parsing."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
-from typing import Any
+from typing import Any, NoReturn, TypeAlias
 
 from cnnlab._io import clean_json
 from cnnlab.errors import ConfigError
 
-__all__ = ["clean_json", "parse_shape", "print_json", "table"]
+__all__ = ["Formatter", "Parser", "SubParsers", "UsageError", "clean_json", "parse_shape",
+           "print_json", "table"]
+
+
+class UsageError(Exception):
+    """A command-line usage error found by argparse."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting, so main() owns the output."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+# What add_subparsers() returns and each verb's add_parser(sub, common, formatter) receives.
+# argparse exposes no public name for the class, so this alias names the private one once; a
+# string because _SubParsersAction is generic only in typeshed, not at runtime.
+SubParsers: TypeAlias = "argparse._SubParsersAction[Parser]"
+# The formatter_class every verb passes on to its subparsers (main's HelpFormatter).
+Formatter: TypeAlias = type[argparse.HelpFormatter]
 
 
 def print_json(obj: Any, *, indent: int | None = None) -> None:
@@ -24,12 +45,12 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     """
     parts = text.lower().replace("×", "x").split("x")
     try:
-        dims = tuple(int(p) for p in parts)
+        dims = [int(p) for p in parts]
     except ValueError:
-        dims = ()
+        dims = []
     if len(dims) != 3 or min(dims) < 1:
         raise ConfigError(f"--input must look like CxHxW, e.g. 1x28x28 or 3x224x224; got {text!r}")
-    return dims  # type: ignore[return-value]
+    return dims[0], dims[1], dims[2]
 
 
 def table(rows: list[list[str]], header: list[str], align: str = "") -> str:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from cnnlab.cli._util import Formatter, Parser, SubParsers
 
-def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
+
+def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
     from cnnlab.deploy.bench import ENGINES
 
     p = sub.add_parser(

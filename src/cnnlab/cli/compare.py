@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+from cnnlab.cli._util import Formatter, Parser, SubParsers
+
 DEFAULT_MODELS = "paper-cnn,lenet5"
 DEFAULT_BASELINES = "hog-svm,pixels-knn"
 
@@ -13,7 +15,7 @@ def _names(text: str) -> list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
-def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
+def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
     p = sub.add_parser(
         "compare", parents=[common], formatter_class=formatter,
         help="compare CNNs with traditional baselines on the same split",

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+from cnnlab.cli._util import Formatter, Parser, SubParsers
+
+if TYPE_CHECKING:
+    from cnnlab.data import ImageDataset
 
 
-def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
+def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
     p = sub.add_parser("data", formatter_class=formatter, help="inspect a dataset",
                        description="Inspect a registered dataset (mnist, fashion-mnist, kmnist) "
                                    "or an image folder DIR/<class>/*.png.")
@@ -60,7 +66,7 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
     export.set_defaults(run=run_export)
 
 
-def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _load(args: argparse.Namespace) -> ImageDataset:
     from pathlib import Path
 
     from cnnlab.data import DATASETS, load_dataset, load_image_folder

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 
+from cnnlab.cli._util import Formatter, Parser, SubParsers
+
 ENGINE_CHOICES = ("auto", "torch", "onnx", "int8", "all")
 
 
-def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
+def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
     p = sub.add_parser(
         "evaluate", parents=[common], formatter_class=formatter,
         help="measure a trained model on a dataset split",

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from cnnlab.cli._util import Formatter, Parser, SubParsers
 
-def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
+
+def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
     p = sub.add_parser(
         "export", parents=[common], formatter_class=formatter,
         help="export a model to ONNX or TorchScript, checked against PyTorch",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cnnlab.cli._util import Formatter, Parser, SubParsers
+
 HELP = """\
 SOURCE is a run directory or checkpoint (for example the MNIST model of `cnnlab train`),
 a pretrained-weights name (alexnet, vgg11, vgg16: torchvision's ImageNet files, looked up in
@@ -45,7 +47,7 @@ Defaults for few images, and why:
                   weights (large pretrained layers need small steps), 1e-2 for linear"""
 
 
-def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
+def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
     from cnnlab.training.finetune import STRATEGIES
 
     p = sub.add_parser(

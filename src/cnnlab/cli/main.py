@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from cnnlab._version import __version__
+from cnnlab.cli._util import Parser, UsageError
 
 __all__ = ["build_parser", "entry", "main"]
 
@@ -19,17 +20,6 @@ __all__ = ["build_parser", "entry", "main"]
 VERBS = ("data", "models", "summary", "train", "evaluate", "predict", "report", "compare", "cv",
          "tune", "finetune", "export", "quantize", "prune",
          "bench", "serve", "feedback", "retrain", "runs")
-
-
-class UsageError(Exception):
-    """A command-line usage error found by argparse."""
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse that raises instead of printing usage and exiting, so main() owns the output."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

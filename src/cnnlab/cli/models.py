@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from cnnlab.cli._util import print_json, table
+from cnnlab.cli._util import Formatter, Parser, SubParsers, print_json, table
 
 
-def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
+def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
     p = sub.add_parser("models", parents=[common], formatter_class=formatter,
                        help="list the registered models",
                        description="List the registered model families with their parameter "
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"models": rows})
         return 0
-    print(table([[r["name"], f"{r['parameters']:,}", r["description"]] for r in rows],
+    print(table([[str(r["name"]), f"{r['parameters']:,}", str(r["description"])] for r in rows],
                 ["model", "params (1x28x28)", "description"], "lrl"))
     print("\nShow a model's layers: cnnlab summary NAME --input 1x28x28")
     return 0

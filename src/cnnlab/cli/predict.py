@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cnnlab.cli._util import Formatter, Parser, SubParsers
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
+def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
     p = sub.add_parser(
         "predict", parents=[common], formatter_class=formatter,
         help="classify image files",

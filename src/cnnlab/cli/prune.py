@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from cnnlab.cli._util import Formatter, Parser, SubParsers
+
 HELP = """\
 CHECKPOINT is a run directory or a model.pt of `cnnlab train` (or of an earlier prune). The
 pruned model is fine-tuned for --finetune-epochs with the source run's own settings
@@ -31,7 +33,7 @@ The report (printed, and prune.json in RUN_DIR) gives sparsity, parameters and M
 after, and the test accuracy of the source, of the pruned model and after fine-tuning."""
 
 
-def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
+def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
     from cnnlab.deploy.prune import METHODS, SCOPES
 
     p = sub.add_parser(

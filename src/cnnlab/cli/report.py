@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 
+from cnnlab.cli._util import Formatter, Parser, SubParsers
 
-def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
+
+def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
     p = sub.add_parser(
         "report", parents=[common], formatter_class=formatter,
         help="write the evaluation report of a trained model",

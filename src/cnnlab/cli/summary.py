@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from cnnlab.cli._util import parse_shape, print_json
+from cnnlab.cli._util import Formatter, Parser, SubParsers, parse_shape, print_json
 
 
-def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
+def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
     p = sub.add_parser("summary", parents=[common], formatter_class=formatter,
                        help="print a model's layers, output shapes, parameters and MACs",
                        description="Print a Keras-like table of a model: layer, output shape, "

@@ -15,6 +15,8 @@ same way, which is what :func:`to_mnist_form` does:
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 from PIL import Image
 
@@ -96,7 +98,7 @@ def _median3_mask(mask: np.ndarray) -> np.ndarray:
     """3x3 majority filter of a boolean mask: removes isolated specks, keeps strokes."""
     padded = np.pad(mask, 1).astype(np.uint8)
     h, w = mask.shape
-    votes = sum(padded[i : i + h, j : j + w] for i in range(3) for j in range(3))
+    votes = np.sum([padded[i : i + h, j : j + w] for i in range(3) for j in range(3)], axis=0)
     return votes >= 5
 
 
@@ -151,7 +153,8 @@ def _already_mnist_form_8bit(image: Image.Image, raw: bytes) -> bool:
     """:func:`_already_mnist_form` for a 28x28 8-bit greyscale ``image`` whose bytes are
     ``raw``, without numpy: a service's common case, where a handful of numpy calls on 784
     pixels cost more than the whole check (Pillow's extrema, sums over bytes)."""
-    low, high = image.getextrema()
+    # Pillow types getextrema() for every mode at once; an 8-bit single band gives (min, max)
+    low, high = cast(tuple[int, int], image.getextrema())
     if high - low < _MIN_CONTRAST * 255:
         return False
     border = raw[:28] + raw[-28:] + raw[::28] + raw[27::28]

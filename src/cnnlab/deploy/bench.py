@@ -42,8 +42,9 @@ def _status_mb(field: str) -> float | None:
     return None
 
 
-def _torch_engine(module: torch.nn.Module, channels_last: bool = False
+def _torch_engine(module: Callable[[torch.Tensor], torch.Tensor], channels_last: bool = False
                   ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``module`` is an ``nn.Module`` or what ``torch.compile`` made of one."""
     @torch.inference_mode()
     def run(x: torch.Tensor) -> torch.Tensor:
         if channels_last:
@@ -188,7 +189,7 @@ def bench_model(source: str | Path, *, engines: tuple[str, ...] = ENGINES, round
             bar.update(1)
     bar.close()
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in engines:
         if name not in calls:
             rows.append({"engine": name, "note": notes.get(name, "")})

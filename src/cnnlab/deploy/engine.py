@@ -145,12 +145,12 @@ def int8_engine(checkpoint: str | Path, *, data_dir: str | None = None,
                 f"is, into {path.with_name(f'{path.stem}.int8.onnx')} (`cnnlab quantize "
                 "CHECKPOINT --data-dir DIR --out THAT_FILE`), or run it with --engine onnx"
             ) from e
-        why = int8_gate(report)
-        if why is not None:
+        refused = int8_gate(report)
+        if refused is not None:
             target.unlink(missing_ok=True)
             raise ExportError(
-                f"the INT8 quantisation of {path} is not used: {why}; run it with --engine onnx, "
-                "or try `cnnlab quantize --method qat`")
+                f"the INT8 quantisation of {path} is not used: {refused}; run it with --engine "
+                "onnx, or try `cnnlab quantize --method qat`")
         found = target
     return load_onnx(found, spinning=spinning, threads=threads)
 

@@ -284,17 +284,17 @@ def export_model(source: str | Path, out: str | Path, *, fmt: str = "onnx",
         with torch.no_grad():
             got = torch.cat([ts(normalize(images[i:i + 1000], spec.mean, spec.std))
                              for i in range(0, len(images), 1000)])
-    check = parity(ref, got)
+    stats = parity(ref, got)
     report: dict[str, Any] = {
         "source": model.path, "out": str(out), "format": fmt,
         "opset": opset if fmt == "onnx" else None, "bytes": out.stat().st_size,
-        "export_s": round(export_s, 3), "checked_on": what, **check, "tolerance": tolerance}
+        "export_s": round(export_s, 3), "checked_on": what, **stats, "tolerance": tolerance}
     report["accuracy_pytorch"] = round(evaluate_loss_accuracy(ref, targets)[1], 6)
     report["accuracy_exported"] = round(evaluate_loss_accuracy(got, targets)[1], 6)
-    if not (check["max_abs_diff"] <= tolerance and check["top1_agreement"] == 1.0):
+    if not (stats["max_abs_diff"] <= tolerance and stats["top1_agreement"] == 1.0):
         out.unlink(missing_ok=True)
         raise ExportError(
             f"the {fmt} export of {model.path} does not match PyTorch on {what}: max abs "
-            f"logit difference {check['max_abs_diff']:.3g} (allowed {tolerance:g}), top-1 "
-            f"agreement {check['top1_agreement']:.4%}; the file was removed")
+            f"logit difference {stats['max_abs_diff']:.3g} (allowed {tolerance:g}), top-1 "
+            f"agreement {stats['top1_agreement']:.4%}; the file was removed")
     return report

@@ -32,7 +32,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +43,7 @@ from torch.nn.utils import prune as torch_prune
 
 from cnnlab.errors import ConfigError
 from cnnlab.models import Classifier, create_model
-from cnnlab.models.convnet import ConvNet
+from cnnlab.models.convnet import ConvBlock, ConvNet
 from cnnlab.models.paper_cnn import PaperCNN
 
 if TYPE_CHECKING:
@@ -74,9 +74,10 @@ def _check_amount(amount: object) -> float:
     return float(amount)
 
 
-def _prunable(model: nn.Module, include_head: bool) -> list[tuple[str, nn.Module]]:
+def _prunable(model: nn.Module, include_head: bool) -> list[tuple[str, nn.Conv2d | nn.Linear]]:
     """The conv and linear layers magnitude pruning works on, in registration order."""
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    layers: list[tuple[str, nn.Conv2d | nn.Linear]] = [
+        (n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     if not include_head:
         linears = [m for _, m in layers if isinstance(m, nn.Linear)]
         if linears:  # the head is the last linear layer of every family
@@ -145,16 +146,16 @@ def magnitude_prune(model: nn.Module, amount: float, *, scope: str = "global",
             "include_head": include_head, **sparsity(model, include_head=include_head)}
 
 
-def _masks(model: nn.Module, include_head: bool) -> list[tuple[nn.Parameter, torch.Tensor]]:
+def _masks(model: nn.Module, include_head: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(m.weight, m.weight.detach() != 0) for _, m in _prunable(model, include_head)]
 
 
 @contextlib.contextmanager
-def _keep_zeros(masks: list[tuple[nn.Parameter, torch.Tensor]]) -> Iterator[None]:
+def _keep_zeros(masks: list[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[None]:
     """While inside, the masked-out entries of each weight get a zero gradient (see the module
     docstring for why that keeps them exactly zero under Adam, AdamW and SGD)."""
 
-    def hook(mask: torch.Tensor):  # type: ignore[no-untyped-def]
+    def hook(mask: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         def apply(grad: torch.Tensor) -> torch.Tensor:
             return grad * mask.to(device=grad.device, dtype=grad.dtype)
         return apply
@@ -222,7 +223,7 @@ def _copy_flatten_linear(dst: nn.Linear, src: nn.Linear, channels: int, idx: tor
     """A dense layer reading a flattened (C, H, W) map: keep the columns of the kept channels
     (each channel owns H * W consecutive columns) and, with ``out_idx``, only those rows."""
     w = src.weight.view(src.out_features, channels, -1)[:, idx].reshape(src.out_features, -1)
-    bias = src.bias
+    bias: torch.Tensor | None = src.bias
     if out_idx is not None:
         w = w[out_idx]
         bias = bias[out_idx] if bias is not None else None
@@ -238,7 +239,7 @@ def _convnet(model: ConvNet, amount: float) -> ChannelPruned:
             "channel pruning cannot shrink a residual convnet: a skip connection adds the "
             "block's input to its output channel by channel, so both sides would have to lose "
             "the same channels; use --method magnitude, or a convnet with residual=false")
-    blocks = list(model.features)
+    blocks = _conv_blocks(model)
     dev = next(model.parameters()).device
     keeps = [_top(_conv_scores(b.conv, b.bn), _keep_count(b.conv.out_channels, amount))
              for b in blocks]
@@ -260,7 +261,8 @@ def _convnet(model: ConvNet, amount: float) -> ChannelPruned:
     channels: dict[str, tuple[int, int]] = {}
     with torch.no_grad():
         in_idx = torch.arange(spec.channels)
-        for k, (old_b, new_b, keep) in enumerate(zip(blocks, new.features, keeps, strict=True)):
+        for k, (old_b, new_b, keep) in enumerate(zip(blocks, _conv_blocks(new), keeps,
+                                                      strict=True)):
             keep = keep.to(dev)
             _copy_conv(new_b.conv, old_b.conv, keep, in_idx.to(dev))
             _copy_bn(new_b.bn, old_b.bn, keep)
@@ -268,6 +270,12 @@ def _convnet(model: ConvNet, amount: float) -> ChannelPruned:
             in_idx = keep
         _copy_flatten_linear(new.fc, model.fc, blocks[-1].conv.out_channels, in_idx)
     return ChannelPruned(new, "convnet", kwargs, channels)
+
+
+def _conv_blocks(model: ConvNet) -> list[ConvBlock]:
+    """``model.features``, which holds only conv blocks, as a list of them (iterating an
+    ``nn.Sequential`` gives plain modules)."""
+    return [b for b in model.features if isinstance(b, ConvBlock)]
 
 
 def _stage_sizes(model: ConvNet) -> tuple[int, ...]:
@@ -436,9 +444,9 @@ def prune_checkpoint(
     cfg = resolve_config(src.config)
     if data_dir:
         registered = cfg.data.dataset in _registered_datasets()
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(
-            cfg.data, **({"data_dir": str(data_dir)} if registered else
-                         {"dataset": str(data_dir)})))
+        cfg = dataclasses.replace(cfg, data=(
+            dataclasses.replace(cfg.data, data_dir=str(data_dir)) if registered else
+            dataclasses.replace(cfg.data, dataset=str(data_dir))))
     if data is None:
         data = prepare_data(cfg.data, seed=cfg.train.seed, progress=progress)
     if list(data.classes) != list(src.classes):
@@ -459,7 +467,7 @@ def prune_checkpoint(
     nonzero_before = _nonzero(classifier)
     acc_source = acc(classifier)
     layers: dict[str, Any]
-    masks: list[tuple[nn.Parameter, torch.Tensor]] = []
+    masks: list[tuple[torch.Tensor, torch.Tensor]] = []
     if method == "magnitude":
         pruned = classifier
         stats = magnitude_prune(pruned, amount, scope=scope, include_head=include_head)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -129,7 +129,7 @@ class FakeQuantizer:
         calls: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]] = []
         handles = []
 
-        def record(name: str):  # type: ignore[no-untyped-def]
+        def record(name: str) -> Callable[[nn.Module, tuple[Any, ...], Any], None]:
             def hook(m: nn.Module, args: tuple[Any, ...], out: Any) -> None:
                 if args and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
                     calls.append((name, m, args[0], out))  # kept alive: identities stay unique
@@ -169,7 +169,8 @@ class FakeQuantizer:
     def _input_hook(self, m: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         return (self._fake_quant("<input>", args[0]), *args[1:])
 
-    def _output_hook(self, name: str):  # type: ignore[no-untyped-def]
+    def _output_hook(self, name: str
+                     ) -> Callable[[nn.Module, tuple[Any, ...], torch.Tensor], torch.Tensor]:
         def hook(m: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
             return self._fake_quant(name, out)
         return hook

@@ -208,7 +208,7 @@ def quantize_model(source: str | Path, out: str | Path, *, method: str = "static
             export_model(ckpt, to_quantize, fmt="onnx", data_dir=data_dir, limit=1000,
                          check=(images[:1000], targets[:1000], what))
 
-        class Reader(CalibrationDataReader):  # type: ignore[misc]
+        class Reader(CalibrationDataReader):
             def __init__(self, images: torch.Tensor) -> None:
                 self.batches = iter(range(0, len(images), 64))
                 self.images = images
@@ -238,7 +238,7 @@ def quantize_model(source: str | Path, out: str | Path, *, method: str = "static
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    if method in ("static", "qat"):
+                    if calib is not None:  # static and qat
                         # unsigned activations with signed weights (U8S8): the combination
                         # ONNX Runtime's x86 kernels fuse into QLinearConv; signed activations
                         # left most convolutions in float behind per-run dequantisation and

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import ExportError
-from cnnlab.models.base import Classifier, InputSpec
+from cnnlab.models.base import Classifier, InputSpec, check_input_shape
 
 __all__ = ["BACKEND", "Int8Classifier", "normalise_images", "quantize_torch"]
 
@@ -49,9 +49,6 @@ class Int8Classifier(nn.Module):
     deep inside a quantised kernel.
     """
 
-    # the float model's check, reused: it reads only the attributes set in __init__
-    check_input = Classifier.check_input
-
     def __init__(self, quantized: nn.Module, source: Classifier) -> None:
         super().__init__()
         self.quantized = quantized
@@ -59,6 +56,15 @@ class Int8Classifier(nn.Module):
         self.num_classes = source.num_classes
         self.fixed_size = source.fixed_size
         self.min_size = source.min_size
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """The float model's shape check (:meth:`Classifier.check_input`).
+
+        Raises:
+            ShapeError: wrong rank, channel count or spatial size.
+        """
+        check_input_shape(x, self.input_spec, name=type(self).__name__,
+                          fixed_size=self.fixed_size, min_size=self.min_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
@@ -101,8 +107,9 @@ def quantize_torch(model: nn.Module, calibration_images: torch.Tensor) -> nn.Mod
         calib = calibration_images.float()
     torch.backends.quantized.engine = BACKEND
     float_model = copy.deepcopy(model).eval()
-    if isinstance(model, Classifier):
-        # the shape check branches on x.shape, which FX cannot trace; Int8Classifier runs it
+    if isinstance(float_model, Classifier):
+        # the shape check branches on x.shape, which FX cannot trace; Int8Classifier runs it.
+        # Replacing the method on this one traced copy is deliberate, hence the ignore.
         float_model.check_input = lambda x: None  # type: ignore[method-assign]
     # torch.ao.quantization is deprecated in favour of torchao (PT2E) in PyTorch 2.13 and warns
     # on every call; the FX path still works and is what this engine measures. Ignore the
@@ -131,5 +138,5 @@ def quantize_torch(model: nn.Module, calibration_images: torch.Tensor) -> nn.Mod
             raise ExportError(f"PyTorch could not quantise {name} to INT8 "
                               f"({_describe(e)})") from e
     if isinstance(model, Classifier):
-        quantized = Int8Classifier(quantized, model)
+        return Int8Classifier(quantized, model).eval()
     return quantized.eval()

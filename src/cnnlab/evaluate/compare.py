@@ -205,7 +205,8 @@ def compare(
                      progress=progress, data=data)
         model = result.model.cpu().eval()
         logits = predict_logits(model, test.images, data.mean, data.std, batch_size=1000)
-        timing = measure_inference(model, tuple(test.images.shape[1:]),
+        _, c, h, w = test.images.shape
+        timing = measure_inference(model, (c, h, w),
                                    latency_runs=latency_runs, batch_size=min(256, len(test)),
                                    throughput_runs=1, warmup=5)
         summary = summarize(model)
@@ -243,12 +244,12 @@ def compare(
                 "latency": "batch 1, median; CNNs: model forward on normalised input; baselines: "
                            "feature extraction and prediction"}
     rows.sort(key=lambda r: -r["accuracy"])
-    result = CompareResult(rows=rows, literature=lit, mcnemar_names=names, mcnemar_p=p_values,
-                           predictions=predictions, settings=settings)
-    result.files = _write(result, out)
+    compared = CompareResult(rows=rows, literature=lit, mcnemar_names=names,
+                             mcnemar_p=p_values, predictions=predictions, settings=settings)
+    compared.files = _write(compared, out)
     _say(f"comparison written to {out}/ (compare.md, compare.html, compare.csv, compare.png, "
          "mcnemar.csv)", progress)
-    return result
+    return compared
 
 
 # --- output ----------------------------------------------------------------------------------
@@ -425,10 +426,10 @@ def _write(result: CompareResult, out: Path) -> dict[str, Path]:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
                              for k, v in row.items() if k in COLUMNS})
     with files["mcnemar"].open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["", *result.mcnemar_names])
+        p_writer = csv.writer(f, lineterminator="\n")
+        p_writer.writerow(["", *result.mcnemar_names])
         for name, ps in zip(result.mcnemar_names, result.mcnemar_p, strict=True):
-            writer.writerow([name, *("" if not np.isfinite(p) else f"{p:.6g}" for p in ps)])
+            p_writer.writerow([name, *("" if not np.isfinite(p) else f"{p:.6g}" for p in ps)])
     payload = {"settings": result.settings, "rows": result.rows, "literature": result.literature,
                "mcnemar": {"names": result.mcnemar_names,
                            "p_values": [[None if not np.isfinite(p) else float(p) for p in ps]

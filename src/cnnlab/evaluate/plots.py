@@ -11,9 +11,12 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "plot_confident_mistakes",
@@ -30,7 +33,9 @@ _WRONG = "#c0392b"
 _RIGHT = "#1e7b34"
 
 
-def _figure(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1):  # type: ignore[no-untyped-def]
+def _figure(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1
+            ) -> tuple[Figure, np.ndarray]:
+    """A figure and its (nrows, ncols) array of axes."""
     # the object-oriented API with an Agg canvas: no pyplot state, no display, thread-safe enough
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -70,7 +70,8 @@ def writer_groups(targets: Any, preds: Any, *, n_boot: int = 1000, confidence: f
     from cnnlab.evaluate.metrics import bootstrap_ci
 
     rng = np.random.default_rng(seed)
-    groups, draws = [], []
+    groups: list[dict[str, Any]] = []
+    draws: list[np.ndarray] = []
     for name, writers, start, stop in MNIST_WRITER_GROUPS:
         correct = t[start:stop] == p[start:stop]
         n = stop - start
@@ -284,9 +285,11 @@ def build_report(
         acc, acc_low, acc_high = bootstrap_ci(targets, preds, "accuracy", n_boot)
         f1, f1_low, f1_high = bootstrap_ci(targets, preds, "macro_f1", n_boot)
         ece, bins = expected_calibration_error(targets, probs)
-        auc_per_class = roc_auc(targets, probs, average=None) if k > 1 else np.array([])
-        auc_macro = roc_auc(targets, probs, "macro") if k > 1 else math.nan
-        auc_micro = roc_auc(targets, probs, "micro") if k > 1 else math.nan
+        # roc_auc has one return type for every ``average``: None gives (K,) areas, else a float
+        auc_per_class = (np.asarray(roc_auc(targets, probs, average=None)) if k > 1
+                         else np.array([]))
+        auc_macro = float(roc_auc(targets, probs, "macro")) if k > 1 else math.nan
+        auc_micro = float(roc_auc(targets, probs, "micro")) if k > 1 else math.nan
         curves = roc_curves(targets, probs) if k > 1 else []
     for r in records:  # degenerate-but-valid cases: reported, not fatal
         message = str(r.message)
@@ -388,7 +391,7 @@ def build_report(
 
     card = _model_card(model, evaluation, training, history)
     evaluation["model_card"] = card
-    from cnnlab._io import atomic_write_bytes, clean_json
+    from cnnlab._io import atomic_write_text, clean_json
 
     merged = _read_json(out / "metrics.json")
     if not merged and out != run_dir and src.origin != "external":
@@ -400,8 +403,7 @@ def build_report(
     paths = {"metrics": out / "metrics.json", "markdown": out / "report.md",
              "html": out / "report.html"}
     for key, text in (("metrics", metrics_text), ("markdown", md_text), ("html", html_text)):
-        data = text.encode()
-        atomic_write_bytes(paths[key], lambda f, data=data: f.write(data))
+        atomic_write_text(paths[key], text)
     result = clean_json(evaluation)
     result["files"] = {**{k: str(v) for k, v in paths.items()},
                        "plots": {k: str(v) for k, v in files.items()}}

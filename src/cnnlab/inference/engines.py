@@ -11,10 +11,10 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from torch import nn
 
 from cnnlab.inference.batched import predict_logits
 from cnnlab.inference.ort import OnnxModel
+from cnnlab.models.base import Classifier
 
 __all__ = ["Engine", "OnnxEngine", "TorchEngine"]
 
@@ -38,12 +38,12 @@ class TorchEngine:
 
     name = "torch"
 
-    def __init__(self, classifier: nn.Module, device: torch.device | str = "cpu") -> None:
+    def __init__(self, classifier: Classifier, device: torch.device | str = "cpu") -> None:
         self.classifier = classifier
         self.device = torch.device(device)
 
     def logits(self, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-        spec = self.classifier.input_spec  # type: ignore[attr-defined]
+        spec = self.classifier.input_spec
         return predict_logits(self.classifier, images, spec.mean, spec.std,
                               batch_size=batch_size, device=self.device).float().cpu()
 

@@ -224,7 +224,7 @@ def _input_shape(model: nn.Module, input_shape: Sequence[int] | None) -> tuple[i
             "The 'input_shape' parameter of summarize must be (C, H, W), three ints >= 1 "
             f"without the batch dimension. Got {input_shape!r} instead."
         )
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def _shape(output: Any) -> tuple[int, ...] | None:

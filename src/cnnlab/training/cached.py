@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim import lr_scheduler
 
 from cnnlab._io import atomic_write_bytes
 from cnnlab.config import Config, dump_toml
@@ -119,12 +120,12 @@ def fit_head_on_features(model: Classifier, cfg: Config, data: PreparedData, *,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if when == "step":
-                scheduler.step()  # type: ignore[union-attr]
+            if when == "step" and scheduler is not None:
+                scheduler.step()
             loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == y_train[idx]).sum())
-        if when == "epoch":
-            scheduler.step()  # type: ignore[union-attr]
+        if when == "epoch" and scheduler is not None:
+            scheduler.step()
         epoch_time = time.perf_counter() - s0
         train_time += epoch_time
         val_loss, val_acc = _score(head, feats.get("val"), data.val)
@@ -133,8 +134,8 @@ def fit_head_on_features(model: Classifier, cfg: Config, data: PreparedData, *,
                "lr": opt.param_groups[0]["lr"], "epoch_time_s": epoch_time,
                "images_per_s": n / epoch_time if epoch_time > 0 else float("nan")}
         history.append(row)
-        if when == "plateau":
-            scheduler.step(val_loss if data.val is not None else row["train_loss"])  # type: ignore[union-attr]
+        if when == "plateau" and isinstance(scheduler, lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(val_loss if data.val is not None else row["train_loss"])
         improved = data.val is None or val_acc > best["val_accuracy"] or (
             val_acc == best["val_accuracy"] and val_loss < best["val_loss"])
         gained = data.val is None or val_acc > best["val_accuracy"] + t.min_delta
@@ -159,8 +160,9 @@ def fit_head_on_features(model: Classifier, cfg: Config, data: PreparedData, *,
     }
     for split, ds in (("val", data.val), ("test", data.test)):
         if ds is not None:
-            loss, acc = _score(head, feats[split], ds)
-            metrics[f"{split}_loss"], metrics[f"{split}_accuracy"] = round(loss, 6), round(acc, 6)
+            split_loss, split_acc = _score(head, feats[split], ds)
+            metrics[f"{split}_loss"] = round(split_loss, 6)
+            metrics[f"{split}_accuracy"] = round(split_acc, 6)
             metrics[f"{split}_images"] = len(ds)
     for p in model.parameters():
         p.requires_grad_(True)

@@ -36,6 +36,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -417,7 +418,8 @@ def _attr(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
-def _lr_groups(s: FinetuneSettings, groups: list[list[nn.Parameter]]):  # type: ignore[no-untyped-def]
+def _lr_groups(s: FinetuneSettings, groups: list[list[nn.Parameter]]
+               ) -> Callable[[Classifier], list[tuple[list[nn.Parameter], float]]]:
     def make(model: Classifier) -> list[tuple[list[nn.Parameter], float]]:
         n = len(groups)
         if s.strategy == "discriminative":
@@ -427,7 +429,8 @@ def _lr_groups(s: FinetuneSettings, groups: list[list[nn.Parameter]]):  # type: 
     return make
 
 
-def _epoch_start(s: FinetuneSettings, groups: list[list[nn.Parameter]], epochs: int):  # type: ignore[no-untyped-def]
+def _epoch_start(s: FinetuneSettings, groups: list[list[nn.Parameter]], epochs: int
+                 ) -> Callable[[int, Classifier], None] | None:
     """Freeze what the strategy keeps frozen this epoch, and keep frozen layers in eval mode
     (their batch-norm statistics and dropout stay as trained)."""
     n = len(groups)

@@ -49,7 +49,7 @@ def make_optimizer(
 
 def make_scheduler(
     optimizer: torch.optim.Optimizer, cfg: OptimConfig, *, epochs: int, steps_per_epoch: int
-) -> tuple[object | None, str]:
+) -> tuple[lr_scheduler.LRScheduler | None, str]:
     """The scheduler and when to step it: ``"step"`` (every batch), ``"epoch"``, ``"plateau"``
     (every epoch with the validation loss) or ``"none"``."""
     total = max(1, epochs * steps_per_epoch)
@@ -67,21 +67,21 @@ def make_scheduler(
         # the warm-up is shorter than one step; this one works for any number of steps)
         warmup = max(1, round(cfg.pct_start * total))
 
-        def factor(step: int) -> float:
+        def one_cycle(step: int) -> float:
             if step < warmup:
                 return _cos_between(1 / 25, 1.0, step / warmup)
             return _cos_between(1.0, floor, (step - warmup) / max(1, total - warmup))
 
-        return lr_scheduler.LambdaLR(optimizer, factor), "step"
+        return lr_scheduler.LambdaLR(optimizer, one_cycle), "step"
     # cosine with optional linear warm-up, stepped per batch
     warmup = min(total - 1, round(cfg.warmup_epochs * steps_per_epoch))
 
-    def factor(step: int) -> float:
+    def warmup_cosine(step: int) -> float:
         if step < warmup:
             return (step + 1) / (warmup + 1)
         return _cos_between(1.0, floor, (step - warmup) / max(1, total - warmup))
 
-    return lr_scheduler.LambdaLR(optimizer, factor), "step"
+    return lr_scheduler.LambdaLR(optimizer, warmup_cosine), "step"
 
 
 def _cos_between(start: float, end: float, t: float) -> float:

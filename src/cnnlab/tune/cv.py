@@ -216,10 +216,10 @@ def _aggregate(per_fold: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for k in keys:
         values = [m.get(k) for m in per_fold]
-        if any(not isinstance(v, int | float) or isinstance(v, bool) or v is None
-               for v in values):
+        finite = [float(v) for v in values
+                  if isinstance(v, int | float) and not isinstance(v, bool)]
+        if len(finite) != len(values):  # missing or not a number in some fold
             continue
-        finite = [float(v) for v in values]
         out[k] = {"mean": statistics.fmean(finite), "std": statistics.stdev(finite),
                   "values": values}
     return out

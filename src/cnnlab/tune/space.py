@@ -89,8 +89,8 @@ class Param:
     def extremes(self) -> list[Scalar]:
         """The values whose validity implies the whole parameter's: every choice, both bounds."""
         out: list[Scalar] = list(self.values or ())
-        if self.is_range:
-            out += [self.low, self.high]  # type: ignore[list-item]
+        if self.low is not None and self.high is not None:  # a range: both are set
+            out += [self.low, self.high]
         return out
 
 
@@ -132,8 +132,8 @@ class SearchSpace:
                 "--sampler random or tpe"
             )
         keys = self.keys
-        return [dict(zip(keys, combo, strict=True))
-                for combo in itertools.product(*(p.values for p in self.params))]  # type: ignore[misc]
+        choices = [p.values for p in self.params if p.values is not None]  # all, checked above
+        return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*choices)]
 
     def with_objectives(self, objectives: tuple[str, ...]) -> SearchSpace:
         return replace(self, objectives=_check_objectives(self.name, list(objectives)))
