@@ -160,7 +160,7 @@ def test_feedback_is_stored_once(client: TestClient, tmp_path: Path) -> None:
     assert r.status_code == 422 and "not one of the model's classes" in r.text
     assert client.post("/v1/feedback", json={"label": "a"}).status_code == 422
     # in the store, with the input the model saw
-    store = client.app.state.store  # type: ignore[attr-defined]
+    store = client.app.state.service.store  # type: ignore[attr-defined]
     rows = [row for row in store.rows() if row.prediction_id == pred["prediction_id"]]
     assert len(rows) == 1 and rows[0].label == other and rows[0].predicted == pred["label"]
     img = Image.open(io.BytesIO(rows[0].image_png))
@@ -195,3 +195,86 @@ def test_drift_in_metrics_and_class_counts_in_checkpoints(client: TestClient,
     line = next(ln for ln in client.get("/metrics").text.splitlines()
                 if ln.startswith("cnnlab_prediction_drift "))
     assert 0.0 <= float(line.split()[1]) <= 1.0
+
+
+def test_feedback_by_index_or_label_which_must_agree(client: TestClient) -> None:
+    classes = client.get("/v1/model").json()["classes"]
+
+    def prediction_id() -> str:
+        r = client.post("/v1/predict", json={"image": base64.b64encode(make_png()).decode()})
+        return r.json()["prediction_id"]
+
+    r = client.post("/v1/feedback", json={"prediction_id": prediction_id(), "index": 2})
+    assert r.status_code == 201, r.text
+    assert r.json()["label"] == classes[2] and r.json()["index"] == 2
+    r = client.post("/v1/feedback", json={"prediction_id": prediction_id(), "label": classes[1],
+                                          "index": 1})
+    assert r.status_code == 201 and r.json()["label"] == classes[1]
+    pid = prediction_id()
+    for body, words in [({"label": classes[0], "index": 1}, "name different classes"),
+                        ({"index": 3}, "out of range"),
+                        ({}, "'label' (its name) or 'index'"),
+                        ({"label": 1}, "label"),
+                        ({"index": -1}, "index")]:
+        r = client.post("/v1/feedback", json={"prediction_id": pid, **body})
+        assert r.status_code == 422, (body, r.text)
+        assert r.json()["error"]["type"] == "validation_error" and words in r.text, body
+    r = client.post("/v1/feedback", content=b"{not json",
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "bad_request"
+    # none of the refused ones was stored: the prediction still takes its feedback
+    assert client.post("/v1/feedback", json={"prediction_id": pid, "index": 0}).status_code == 201
+
+
+def test_openapi_documents_the_request_models(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    assert set(schemas["FeedbackRequest"]["properties"]) == {"prediction_id", "label", "index"}
+    assert "path" in schemas["ReloadRequest"]["properties"]
+    reload = spec["paths"]["/v1/admin/reload"]["post"]
+    assert reload["security"] and "bearer" in str(spec["components"]["securitySchemes"]).lower()
+    predict = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "image/png", "image/jpeg", "application/json"} <= set(predict)
+    page = client.get("/docs").text
+    assert "/static/docs/swagger-ui-bundle.js" in page and "cdn" not in page.lower()
+    assert client.get("/static/docs/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/static/docs/redoc.standalone.js").status_code == 404  # not served
+
+
+def test_statuses_come_from_exception_types() -> None:
+    from cnnlab.errors import DataError, ImageTooLargeError
+    from cnnlab.feedback.store import DuplicateFeedback
+    from cnnlab.serve.errors import ClientError, status_of
+
+    assert status_of(ImageTooLargeError("x")) == (413, "payload_too_large")
+    assert status_of(DuplicateFeedback("x")) == (409, "duplicate")
+    # the words of a message choose nothing
+    assert status_of(DataError("exceeds the limit; decompression bomb")) is None
+    e = ClientError.of(DataError("image: exceeds the limit"), 400, "bad_image")
+    assert (e.status, e.kind) == (400, "bad_image")
+    e = ClientError.of(ImageTooLargeError("image: 9 pixels"), 400, "bad_image")
+    assert (e.status, e.kind, e.message) == (413, "payload_too_large", "image: 9 pixels")
+
+
+def test_a_bug_is_a_logged_500_and_the_service_goes_on(client: TestClient,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    import cnnlab.serve.state
+
+    def broken(model, images):  # type: ignore[no-untyped-def]
+        raise RuntimeError("a bug in inference")
+
+    monkeypatch.setattr(cnnlab.serve.state, "probabilities", broken)
+    png = make_png()
+    with caplog.at_level("ERROR", logger="cnnlab.serve"):
+        raw = client.post("/v1/predict", content=png, headers={"content-type": "image/png"})
+        form = client.post("/v1/predict", files={"file": ("d.png", png, "image/png")})
+    for r in (raw, form):
+        assert r.status_code == 500 and r.json()["error"]["type"] == "internal_error"
+        assert "a bug" not in r.text  # the details go to the log, not to the client
+    logged = [rec for rec in caplog.records if rec.exc_info]
+    assert len(logged) == 2
+    assert all("a bug in inference" in str(rec.exc_info[1]) for rec in logged)
+    monkeypatch.undo()
+    assert client.post("/v1/predict", content=png,
+                       headers={"content-type": "image/png"}).status_code == 200

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnlab.serve.store import FeedbackStore
+from cnnlab.feedback.store import FeedbackStore
 from synth import make_png
 
 

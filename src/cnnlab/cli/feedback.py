@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cnnlab.feedback.store import FeedbackStore
 
 DEFAULT_STORE = "sqlite:///runs/serve/feedback.db"
 
 
-def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
+def add_parser(sub, common, formatter) -> None:
     p = sub.add_parser("feedback", formatter_class=formatter,
                        help="inspect or export the feedback a service collected",
                        description="The feedback store of `cnnlab serve`: accuracy on the "
@@ -30,11 +34,11 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
     export.set_defaults(run=run_export)
 
 
-def _store(url: str):  # type: ignore[no-untyped-def]
+def _store(url: str) -> FeedbackStore:
     from pathlib import Path
 
     from cnnlab.errors import ConfigError
-    from cnnlab.serve.store import FeedbackStore, store_url
+    from cnnlab.feedback.store import FeedbackStore, store_url
 
     url = store_url(url)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
@@ -49,7 +53,7 @@ def run_stats(args: argparse.Namespace) -> int:
     reference = None
     if args.model:
         from cnnlab.api import load
-        from cnnlab.serve.app import reference_shares
+        from cnnlab.feedback.drift import reference_shares
 
         reference = reference_shares(load(args.model))
     s = _store(args.store).stats(reference=reference)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 
-def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
+def add_parser(sub, common, formatter) -> None:
     p = sub.add_parser(
         "retrain", parents=[common], formatter_class=formatter,
         help="fine-tune the served model on its feedback; promote it only if not worse",
@@ -38,7 +38,7 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
 
 def run(args: argparse.Namespace) -> int:
     from cnnlab.cli._util import print_json
-    from cnnlab.serve.retrain import retrain
+    from cnnlab.feedback.retrain import retrain
 
     r = retrain(args.champion, args.feedback, args.out, replay=args.replay,
                 holdout=args.holdout, epochs=args.epochs, lr=args.lr, data_dir=args.data_dir,

@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 
 
-def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
+def add_parser(sub, common, formatter) -> None:
     p = sub.add_parser(
         "serve", parents=[common], formatter_class=formatter,
         help="serve a model over HTTP (predict, health, metrics)",
         description="Serve a model over HTTP with FastAPI on uvicorn: POST /v1/predict (an "
                     "image as multipart\n`file`, a raw image/png or image/jpeg body, or JSON "
                     "{\"image\": base64} or {\"pixels\": array}),\nPOST /v1/predict/batch, POST "
-                    "/v1/feedback, GET /v1/health, GET /v1/model, GET /metrics\n(Prometheus), "
-                    "/docs, and a web page at / to draw or upload a digit and correct the "
-                    "answer.\n"
+                    "/v1/feedback, POST /v1/admin/reload, GET /v1/health, GET /v1/model,\nGET "
+                    "/metrics (Prometheus), /docs (served offline), and a web page at / to draw "
+                    "or\nupload an image and correct the answer.\n"
                     "Concurrent requests are micro-batched. Binds to 127.0.0.1 unless --host "
                     "says otherwise.",
         epilog="Examples:\n  cnnlab serve                      (the packaged default model)\n"

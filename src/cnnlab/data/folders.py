@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cnnlab.errors import ConfigError, DataError, DatasetNotFoundError
+from cnnlab.errors import ConfigError, DataError, DatasetNotFoundError, ImageTooLargeError
 from cnnlab.progress import Progress
 
 from .datasets import ImageDataset
@@ -60,8 +60,9 @@ def read_image(
         max_pixels: refuse images with more pixels than this (decompression bombs).
 
     Raises:
+        ImageTooLargeError: more pixels than ``max_pixels`` (or a decompression bomb).
         DataError: the file is missing, unreadable, not a supported image (PNG, JPEG, BMP,
-            GIF, WebP, TIFF), truncated, or larger than ``max_pixels``.
+            GIF, WebP, TIFF) or truncated.
     """
     label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
@@ -74,7 +75,7 @@ def read_image(
         with image:
             width, height = image.size
             if width * height > max_pixels:
-                raise DataError(
+                raise ImageTooLargeError(
                     f"{label}: image of {width}x{height} = {width * height:,} pixels exceeds "
                     f"the limit of {max_pixels:,}; scale it down first"
                 )
@@ -86,7 +87,8 @@ def read_image(
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise DataError(f"{label}: refused as a decompression bomb ({e}); scale it down") from e
+        raise ImageTooLargeError(f"{label}: refused as a decompression bomb ({e}); scale it "
+                                 "down") from e
     except FileNotFoundError as e:
         raise DataError(f"{label}: no such file; check the path") from e
     except UnidentifiedImageError as e:

@@ -10,7 +10,6 @@ label, the model version, the time, and the input the model saw (PNG bytes).
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from cnnlab.errors import CnnlabError, ConfigError
+from cnnlab.feedback.drift import drift
 
 __all__ = ["DuplicateFeedback", "Feedback", "FeedbackStore", "png_bytes", "store_url"]
 
@@ -152,8 +152,6 @@ class FeedbackStore:
 
 
 def _tv(rows: list[Feedback], reference: dict[str, float]) -> float | None:
-    from cnnlab.serve.app import drift
-
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.predicted] = counts.get(r.predicted, 0) + 1
@@ -180,7 +178,3 @@ def png_bytes(x: Any) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
-
-
-def now() -> float:
-    return time.time()

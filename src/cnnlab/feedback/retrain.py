@@ -2,18 +2,18 @@
 
 ``retrain`` takes the champion (the model being served), the feedback store's images and
 labels, and a replay sample of the champion's original training data (so the model does not
-forget what it knew), and fine-tunes a challenger. Part of the feedback is held out. The
-challenger is promoted - recorded as the current version in the model registry, a table in
-the feedback store - only if it is not worse than the champion on the original test split and
-not worse on the held-out feedback. A running service picks the promoted version up through
-``POST /v1/admin/reload``.
+forget what it knew; ``replay=0`` replays nothing), and fine-tunes a challenger. Part of the
+feedback is held out. The challenger is promoted - recorded as the current version in the
+model registry (:mod:`cnnlab.feedback.versions`) - only if it is not worse than the champion
+on the champion's validation split (when it has one) and not worse on the held-out feedback;
+the test split is scored after that decision, for the report only. A running service picks
+the promoted version up through ``POST /v1/admin/reload``.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,45 +21,10 @@ import numpy as np
 import torch
 
 from cnnlab.errors import ConfigError, DataError
+from cnnlab.feedback.store import FeedbackStore
+from cnnlab.feedback.versions import register
 
-__all__ = ["current_model", "register", "retrain"]
-
-
-def _registry(store: Any) -> Any:
-    import sqlalchemy as sa
-
-    meta = sa.MetaData()
-    table = sa.Table(
-        "models", meta,
-        sa.Column("version", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("path", sa.String(1000), nullable=False),
-        sa.Column("created", sa.Float, nullable=False),
-        sa.Column("promoted", sa.Boolean, nullable=False),
-        sa.Column("report", sa.Text, nullable=False),
-    )
-    meta.create_all(store.engine)
-    return table
-
-
-def register(store: Any, path: str | Path, *, promoted: bool, report: dict[str, Any]) -> int:
-    """Record a model in the registry; returns its version number."""
-    table = _registry(store)
-    with store.engine.begin() as conn:
-        result = conn.execute(table.insert().values(
-            path=str(Path(path).resolve()), created=time.time(), promoted=promoted,
-            report=json.dumps(report)))
-        return int(result.inserted_primary_key[0])
-
-
-def current_model(store: Any) -> dict[str, Any] | None:
-    """The newest promoted model in the registry, or None."""
-    import sqlalchemy as sa
-
-    table = _registry(store)
-    with store.engine.connect() as conn:
-        row = conn.execute(sa.select(table).where(table.c.promoted)
-                           .order_by(table.c.version.desc()).limit(1)).first()
-    return dict(row._mapping) if row is not None else None
+__all__ = ["retrain"]
 
 
 def _feedback_dataset(store: Any, model: Any) -> Any:
@@ -91,17 +56,16 @@ def retrain(champion: str, store_url: str, out: str | Path, *, replay: int = 500
         DataError: no feedback, or the champion's training data cannot be found.
         ConfigError: invalid settings.
     """
-    from cnnlab.api import load
     from cnnlab.data import stratified_split
-    from cnnlab.evaluate.inference import evaluate_loss_accuracy, predict_logits
-    from cnnlab.serve.store import FeedbackStore
+    from cnnlab.inference import load_model
+    from cnnlab.inference.batched import evaluate_loss_accuracy, predict_logits
     from cnnlab.training.data import PreparedData, load_split
     from cnnlab.training.loop import fit
 
     if not 0 < holdout < 1 or replay < 0 or epochs < 1:
         raise ConfigError("--holdout must be in (0, 1), --replay >= 0 and --epochs >= 1")
     store = FeedbackStore(store_url)
-    champ = load(champion)
+    champ = load_model(champion)
     fb = _feedback_dataset(store, champ)
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(fb), generator=g)
@@ -143,7 +107,7 @@ def retrain(champion: str, store_url: str, out: str | Path, *, replay: int = 500
                                 "train": {"epochs": epochs, "seed": seed, "ema": 0.0,
                                           "early_stopping": 0},
                                 "data": {"val_fraction": 0.0}})
-    challenger = load(champion).classifier  # a fresh copy of the champion's weights
+    challenger = load_model(champion).classifier  # a fresh copy of the champion's weights
     result = fit(cfg, out_dir=out, overwrite=overwrite, progress=progress, data=data,
                  model=challenger)
 

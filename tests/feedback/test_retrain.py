@@ -17,10 +17,11 @@ import torch
 from fastapi.testclient import TestClient
 
 from cnnlab.cli.main import main
+from cnnlab.feedback.retrain import retrain
+from cnnlab.feedback.store import FeedbackStore
+from cnnlab.feedback.versions import current_model
 from cnnlab.serve.app import ServeSettings, create_app
-from cnnlab.serve.retrain import current_model, retrain
-from cnnlab.serve.store import FeedbackStore
-from synth import learnable_images
+from synth import learnable_images, make_png
 
 CLASSES = "abc"
 ADMIN = {"authorization": "Bearer s3cret"}
@@ -91,6 +92,16 @@ def test_a_challenger_that_learned_the_feedback_is_promoted_and_reloaded(
         assert r.json()["path"] == entry["path"]
         after = client.get("/v1/model").json()["version"]
         assert after == r.json()["model_version"] and after != before
+        # every part of the app sees the new model: health, metrics, model info, and the
+        # multipart and batch routes as well as the fast raw path (below)
+        assert client.get("/v1/health").json()["model_version"] == after
+        assert f'cnnlab_model_info{{version="{after}"}} 1' in client.get("/metrics").text
+        assert client.get("/v1/model").json()["path"] == entry["path"]
+        png = make_png()
+        for r in (client.post("/v1/predict", files={"file": ("d.png", png, "image/png")}),
+                  client.post("/v1/predict/batch",
+                              json={"images": [base64.b64encode(png).decode()]})):
+            assert r.status_code == 200 and r.json()["model_version"] == after, r.text
         # the service now answers with what the feedback taught, on images it never saw,
         # and still knows the original classes
         for x in _novel_digits(4, seed=12):

@@ -9,7 +9,7 @@ import pytest
 
 from cli_helpers import error_line
 from cnnlab.cli.main import main
-from cnnlab.serve.store import DuplicateFeedback, Feedback, FeedbackStore
+from cnnlab.feedback.store import DuplicateFeedback, Feedback, FeedbackStore
 
 
 def _row(pid: str, predicted: str, label: str, t: float) -> Feedback:
@@ -41,7 +41,7 @@ def test_stats_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_drift_of_predicted_classes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from cnnlab.serve.app import drift, reference_shares
+    from cnnlab.feedback.drift import drift, reference_shares
 
     assert drift({"a": 5, "b": 5}, {"a": 0.5, "b": 0.5}) == 0.0
     assert drift({"a": 10}, {"a": 0.5, "b": 0.5}) == pytest.approx(0.5)
