@@ -9,9 +9,7 @@ down by writer population (NIST SD-3 and SD-1), with the gap and its bootstrap i
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import json
 import logging
 import math
@@ -25,8 +23,10 @@ import torch
 
 from cnnlab.data import ImageDataset
 from cnnlab.errors import ConfigError, DataError
+from cnnlab.evaluate.documents import PLOT_TITLES, html_page, markdown, model_card
 
-__all__ = ["MNIST_WRITER_GROUPS", "build_report", "most_confused_pairs", "writer_groups"]
+__all__ = ["MNIST_WRITER_GROUPS", "PLOT_TITLES", "build_report", "compare_engines",
+           "most_confused_pairs", "writer_groups"]
 
 log = logging.getLogger("cnnlab")
 
@@ -37,16 +37,6 @@ MNIST_WRITER_GROUPS = (
     ("SD-1", "high-school students", 5000, 10000),
 )
 
-PLOT_TITLES = {
-    "confusion_matrix": "Confusion matrix",
-    "roc_curves": "ROC curves",
-    "training_curves": "Training curves",
-    "reliability": "Reliability diagram",
-    "per_class_f1": "F1 per class",
-    "sample_grid": "Sample predictions",
-    "confident_mistakes": "Most confident mistakes",
-    "confused_pairs": "Most-confused class pairs",
-}
 
 
 # --- pieces that need no model -------------------------------------------------------------------
@@ -389,7 +379,7 @@ def build_report(
     files = {key: files[key] for key in PLOT_TITLES if key in files}  # a stable order
     evaluation["plots"] = {key: str(p.relative_to(out)) for key, p in files.items()}
 
-    card = _model_card(model, evaluation, training, history)
+    card = model_card(model, evaluation, training, history)
     evaluation["model_card"] = card
     from cnnlab._io import atomic_write_text, clean_json
 
@@ -398,8 +388,8 @@ def build_report(
         merged = dict(training)  # a report elsewhere still carries the training figures
     merged["evaluation"] = clean_json(evaluation)
     metrics_text = json.dumps(merged, indent=2) + "\n"
-    md_text = _markdown(evaluation)
-    html_text = _html(evaluation, files)
+    md_text = markdown(evaluation)
+    html_text = html_page(evaluation, files)
     paths = {"metrics": out / "metrics.json", "markdown": out / "report.md",
              "html": out / "report.html"}
     for key, text in (("metrics", metrics_text), ("markdown", md_text), ("html", html_text)):
@@ -408,235 +398,3 @@ def build_report(
     result["files"] = {**{k: str(v) for k, v in paths.items()},
                        "plots": {k: str(v) for k, v in files.items()}}
     return result
-
-
-# --- the model card ------------------------------------------------------------------------------
-
-def _pct(x: float | None, digits: int = 2) -> str:
-    return "n/a" if x is None or x != x else f"{100 * x:.{digits}f} %"
-
-
-def _ci(pair: list[float], digits: int = 2) -> str:
-    return f"[{_pct(pair[0], digits)}, {_pct(pair[1], digits)}]"
-
-
-def _num(x: Any, fmt: str = ".4f") -> str:
-    return "n/a" if x is None or (isinstance(x, float) and x != x) else format(x, fmt)
-
-
-def _seconds(t: float) -> str:
-    return f"{t:,.1f} s" if t >= 10 else f"{t:.3g} s"
-
-
-def _model_card(model: Any, ev: dict[str, Any], training: dict[str, Any],
-                history: list[dict[str, Any]]) -> dict[str, list[tuple[str, str]]]:
-    """The card as sections of (label, value) rows, shared by the Markdown and HTML writers."""
-    cfg = model.config
-    data_cfg, model_cfg = cfg.get("data", {}), cfg.get("model", {})
-    optim, train = cfg.get("optim", {}), cfg.get("train", {})
-    spec = model.input_spec
-    kind = model.preprocessing.get("kind", "")
-    trained_on = data_cfg.get("dataset", "unknown")
-    data = [
-        ("evaluated on", f"{ev['data']}, {ev['samples']:,} images, engine {ev['engine']}"),
-        ("trained on", f"{trained_on}"
-         + (f", {training['train_images']:,} training images" if training.get("train_images")
-            else "")),
-        ("classes", f"{len(ev['classes'])}: {', '.join(ev['classes'])}"),
-        ("input", f"{spec.shape_str()}, normalised with mean {list(spec.mean)} "
-                  f"and std {list(spec.std)}"),
-        ("preprocessing", kind or "none recorded"),
-    ]
-    kwargs = model_cfg.get("kwargs") or {}
-    recipe = [
-        ("model", f"{model_cfg.get('name', type(model.classifier).__name__)}"
-         + (f" {kwargs}" if kwargs else "")),
-        ("recipe", cfg.get("recipe") or "none (defaults and overrides)"),
-        ("optimizer", f"{optim.get('optimizer', '?')}, lr {optim.get('lr', '?')}, "
-                      f"weight decay {optim.get('weight_decay', '?')}, scheduler "
-                      f"{optim.get('scheduler', '?')}"),
-        ("training", f"{training.get('epochs_run', len(history) or '?')} epochs "
-                     f"(of {train.get('epochs', '?')}), batch {train.get('batch_size', '?')}, "
-                     f"label smoothing {train.get('label_smoothing', '?')}, EMA "
-                     f"{train.get('ema', '?')}, augmentation "
-                     f"{'on' if (data_cfg.get('augment') or {}).get('enabled') else 'off'}, "
-                     f"seed {train.get('seed', '?')}"),
-    ]
-    topk = next(key for key in ev if key.startswith("top") and key.endswith("_accuracy"))
-    headline = [
-        ("accuracy", f"{_pct(ev['accuracy'])} (95 % CI {_ci(ev['accuracy_ci'])})"),
-        ("macro F1", f"{_num(ev['macro_f1'])} (95 % CI [{_num(ev['macro_f1_ci'][0])}, "
-                     f"{_num(ev['macro_f1_ci'][1])}])"),
-        ("balanced accuracy", _pct(ev["balanced_accuracy"])),
-        (topk.replace("_", " ").replace("top", "top-"), _pct(ev[topk])),
-        ("log-loss", _num(ev["log_loss"])),
-        ("ROC AUC", f"macro {_num(ev['roc_auc_macro'], '.5f')}, "
-                    f"micro {_num(ev['roc_auc_micro'], '.5f')}"),
-        ("calibration", f"ECE {_num(ev['ece'])}"),
-    ]
-    if "writer_groups" in ev:
-        wg = ev["writer_groups"]
-        a, b = wg["groups"]
-        headline.append(("writer groups", f"{a['name']} {_pct(a['accuracy'])}, {b['name']} "
-                         f"{_pct(b['accuracy'])}, gap {_pct(wg['gap'])} "
-                         f"(95 % CI {_ci(wg['gap_ci'])})"))
-    eff = ev["efficiency"]
-    efficiency = [
-        ("latency, batch 1", f"p50 {_num(eff['latency_ms_p50'], '.3f')} ms, p95 "
-                             f"{_num(eff['latency_ms_p95'], '.3f')} ms, p99 "
-                             f"{_num(eff['latency_ms_p99'], '.3f')} ms"),
-        ("throughput", f"{eff['throughput_images_per_s']:,.0f} images/s at batch "
-                       f"{eff['throughput_batch_size']}"),
-        ("measured on", f"{eff['device']}, {eff['threads']} threads ({eff['cpu']})"),
-        ("training time", "n/a" if eff["train_time_s"] is None
-         else _seconds(float(eff["train_time_s"]))),
-        ("parameters", f"{eff['parameters']:,}"),
-        ("MACs per image", f"{eff['macs']:,}"),
-        ("checkpoint size", "n/a" if eff["checkpoint_mb"] is None
-         else f"{eff['checkpoint_mb']:.2f} MB"),
-    ]
-    limits = []
-    if kind == "mnist-digits":
-        limits.append(("inputs", "digits centred like MNIST (white on black, size-normalised "
-                                 f"in {spec.height}x{spec.width}); other inputs need "
-                                 "preprocessing (`cnnlab predict` does it for image files)"))
-    else:
-        limits.append(("inputs", f"images resized to {spec.height}x{spec.width} with "
-                                 f"{spec.channels} channel(s); other framings are untested"))
-    limits.append(("scope", f"measured on one split of {ev['dataset']}; data from another "
-                            "source can score lower"))
-    if ev.get("origin") == "external":
-        limits.append(("data", "external data: not the data the model was trained on"))
-    if ev["split"] == "train":
-        limits.append(("split", "the training split: these figures overstate accuracy on new "
-                                "data"))
-    if ev["ece"] == ev["ece"] and ev["ece"] > 0.05:
-        limits.append(("calibration", f"ECE {ev['ece']:.3f}: probabilities should not be read "
-                                      "as frequencies without recalibration"))
-    if "writer_groups" in ev and ev["writer_groups"]["gap_significant"]:
-        limits.append(("writers", "accuracy differs between the two writer populations (the "
-                                  "gap's 95 % interval excludes 0)"))
-    for message in ev["warnings"]:
-        limits.append(("warning", message))
-    limits.append(("timing", "latency and throughput depend on the machine and its load; "
-                             "compare them only across runs measured on the same machine"))
-    return {"Data": data, "Recipe and model": recipe, "Headline metrics": headline,
-            "Efficiency": efficiency, "Known limits": limits}
-
-
-# --- writers -------------------------------------------------------------------------------------
-
-def _per_class_rows(ev: dict[str, Any]) -> list[list[str]]:
-    aucs = ev["roc_auc_per_class"]
-    return [[c, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['specificity']:.4f}",
-             f"{v['f1']:.4f}", _num(aucs.get(c)), str(v["support"])]
-            for c, v in ev["per_class"].items()]
-
-
-_PER_CLASS_HEADER = ["class", "precision", "recall", "specificity", "F1", "ROC AUC", "support"]
-_ENGINE_HEADER = ["engine", "accuracy", "agreement with torch", "disagreements"]
-
-
-def _engine_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
-    return [[r["engine"], r["error"], "", ""] if "error" in r else
-            [r["engine"], _pct(r["accuracy"]), _pct(r["agreement_with_torch"]),
-             str(r["disagreements"])] for r in rows]
-
-
-_GROUP_HEADER = ["group", "writers", "images", "accuracy", "95 % CI", "errors"]
-
-
-def _group_rows(wg: dict[str, Any]) -> list[list[str]]:
-    rows = [[g["name"], g["writers"], g["images"], _pct(g["accuracy"]), _ci(g["accuracy_ci"]),
-             str(g["errors"])] for g in wg["groups"]]
-    rows.append(["gap", wg["gap_definition"], "", _pct(wg["gap"]), _ci(wg["gap_ci"]), ""])
-    return rows
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-
-    return "\n".join([line(header), line(["---"] * len(header)), *map(line, rows)])
-
-
-def _title(ev: dict[str, Any]) -> str:
-    return f"Evaluation report: {Path(ev['checkpoint']).parent.name or ev['checkpoint']}"
-
-
-def _markdown(ev: dict[str, Any]) -> str:
-    parts = [f"# {_title(ev)}", "",
-             f"Checkpoint `{ev['checkpoint']}`, {ev['data']}, engine {ev['engine']}.", "",
-             "## Model card", ""]
-    for section, rows in ev["model_card"].items():
-        parts += [f"### {section}", "", *(f"- **{k}**: {v}" for k, v in rows), ""]
-    parts += ["## Per-class figures", "", _md_table(_PER_CLASS_HEADER, _per_class_rows(ev)), ""]
-    if ev.get("engines"):
-        parts += ["## Engines", "", "The same images through every engine.", "",
-                  _md_table(_ENGINE_HEADER, _engine_rows(ev["engines"])), ""]
-    if "writer_groups" in ev:
-        parts += ["## Writer groups", "",
-                  "MNIST test images 0-4999 come from NIST SD-3 (Census Bureau employees), "
-                  "5000-9999 from SD-1 (high-school students).", "",
-                  _md_table(_GROUP_HEADER, _group_rows(ev["writer_groups"])), ""]
-    parts += ["## Figures", ""]
-    for key, rel in ev["plots"].items():
-        parts += [f"### {PLOT_TITLES[key]}", "", f"![{PLOT_TITLES[key]}]({rel})", ""]
-    return "\n".join(parts)
-
-
-_CSS = """
-body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto;
-       max-width: 1100px; padding: 0 1em; color: #222; line-height: 1.45; }
-h1 { font-size: 1.6em; border-bottom: 2px solid #3b6ea8; padding-bottom: .2em; }
-h2 { font-size: 1.3em; margin-top: 1.6em; color: #27496d; }
-h3 { font-size: 1.05em; margin-bottom: .3em; }
-.card { display: grid; grid-template-columns: repeat(auto-fit, minmax(320px, 1fr)); gap: 1em; }
-.card section { background: #f5f8fb; border: 1px solid #d7e1ec; border-radius: 6px;
-                padding: .6em 1em; }
-dl { display: grid; grid-template-columns: max-content auto; gap: .2em 1em; margin: 0; }
-dt { font-weight: 600; } dd { margin: 0; }
-table { border-collapse: collapse; margin: .5em 0; font-size: .92em; }
-th, td { border: 1px solid #ccd; padding: .25em .6em; text-align: right; }
-th { background: #eef2f7; } td:first-child, th:first-child { text-align: left; }
-figure { margin: 1em 0; } img { max-width: 100%; height: auto; border: 1px solid #eee; }
-code { background: #f0f0f0; padding: 0 .2em; }
-"""
-
-
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
-                   for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _html(ev: dict[str, Any], files: dict[str, Path]) -> str:
-    esc = html.escape
-    card = []
-    for section, rows in ev["model_card"].items():
-        items = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in rows)
-        card.append(f"<section><h3>{esc(section)}</h3><dl>{items}</dl></section>")
-    body = [f"<h1>{esc(_title(ev))}</h1>",
-            f"<p>Checkpoint <code>{esc(ev['checkpoint'])}</code>, {esc(ev['data'])}, engine "
-            f"{esc(ev['engine'])}.</p>",
-            "<h2>Model card</h2>", f"<div class=\"card\">{''.join(card)}</div>",
-            "<h2>Per-class figures</h2>", _html_table(_PER_CLASS_HEADER, _per_class_rows(ev))]
-    if ev.get("engines"):
-        body += ["<h2>Engines</h2>", "<p>The same images through every engine.</p>",
-                 _html_table(_ENGINE_HEADER, _engine_rows(ev["engines"]))]
-    if "writer_groups" in ev:
-        body += ["<h2>Writer groups</h2>",
-                 "<p>MNIST test images 0-4999 come from NIST SD-3 (Census Bureau employees), "
-                 "5000-9999 from SD-1 (high-school students).</p>",
-                 _html_table(_GROUP_HEADER, _group_rows(ev["writer_groups"]))]
-    body.append("<h2>Figures</h2>")
-    for key, path in files.items():
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-        body.append(f"<figure id=\"{key}\"><h3>{esc(PLOT_TITLES[key])}</h3>"
-                    f"<img alt=\"{esc(PLOT_TITLES[key])}\" "
-                    f"src=\"data:image/png;base64,{data}\"></figure>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{esc(_title(ev))}</title><style>{_CSS}</style></head>\n<body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
