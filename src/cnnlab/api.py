@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from cnnlab.config import flags_layer, load_config_file, parse_set, resolve_config
+from cnnlab.config import resolve_run_config
 from cnnlab.errors import ConfigError
 from cnnlab.inference.model import Model, Prediction
 
@@ -55,23 +55,20 @@ def train(
     Keyword arguments are the CLI's flags with underscores (``model``, ``dataset``,
     ``data_dir``, ``epochs``, ``batch_size``, ``lr``, ``optimizer``, ``scheduler``, ``seed``,
     ``device``, ...). ``config`` is a TOML path or a nested dict; ``set`` holds ``key=value``
-    overrides. The result's ``metrics`` and ``history`` hold the figures.
+    overrides. Settings layer as for the CLI, through the same resolver
+    (:func:`cnnlab.config.resolve_run_config`): ``recipe`` < ``config`` < ``set`` < keyword
+    flags; with ``resume``, the run's saved ``config.toml`` is the base. The result's
+    ``metrics`` and ``history`` hold the figures.
 
     Raises:
         ConfigError, DataError, DeviceError: invalid options or data.
     """
     from cnnlab.training.loop import fit
 
-    file_layer = load_config_file(config) if isinstance(config, str | Path) else (config or {})
-    if resume:
-        if out is None:
-            raise ConfigError("resume=True needs out=, the run directory to continue")
-        saved = Path(out) / "config.toml"
-        base = load_config_file(saved) if saved.is_file() else {}
-        cfg = resolve_config(base, file_layer, parse_set(list(set)), flags_layer(flags),
-                             recipe=recipe)
-    else:
-        cfg = resolve_config(file_layer, parse_set(list(set)), flags_layer(flags), recipe=recipe)
+    if resume and out is None:
+        raise ConfigError("resume=True needs out=, the run directory to continue")
+    cfg = resolve_run_config(recipe=recipe, file=config, overrides=set, flags=flags,
+                             resume_dir=out if resume else None)
     result = fit(cfg, out_dir=out, resume=resume, overwrite=overwrite, progress=progress)
     model = Model(result.model, result.classes, result.preprocessing, metrics=result.metrics,
                   config=result.config.to_dict(),

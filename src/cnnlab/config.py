@@ -1,9 +1,15 @@
 """Training configuration: frozen dataclasses, TOML files, ``--set`` overrides and recipes.
 
 Precedence, lowest first: field defaults < recipe < config file (``-c``) < ``--set a.b=v`` <
-explicit flags. Unknown keys are rejected with a "did you mean". The resolved config is
-written to every run directory as ``config.toml`` and stored in checkpoints, so a run can be
-reproduced with ``cnnlab train -c runs/NAME/config.toml``.
+explicit flags; :func:`resolve_run_config` layers them for ``cnnlab train``, ``cnnlab cv``
+and ``cnnlab.train()`` alike. Unknown keys are rejected with a "did you mean". The resolved
+config is written to every run directory as ``config.toml`` and stored in checkpoints, so a
+run can be reproduced with ``cnnlab train -c runs/NAME/config.toml``.
+
+Each field says, in its :func:`setting` metadata, what it means (the ``--help`` text), the
+range it must lie in, and whether it is a CLI flag; :data:`FLAGS` (the CLI's settings flags
+and the keywords of ``cnnlab.train()``) is generated from that, so a field, its flag and its
+check cannot drift apart.
 """
 
 from __future__ import annotations
@@ -12,100 +18,255 @@ import dataclasses
 import difflib
 import math
 import tomllib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from cnnlab.errors import ConfigError
 
 __all__ = [
+    "FLAGS",
     "FLAG_KEYS",
     "RECIPES",
     "AugmentSettings",
     "Config",
     "DataConfig",
+    "Flag",
     "ModelConfig",
     "OptimConfig",
+    "SettingError",
     "TrainConfig",
     "dump_toml",
     "flags_layer",
     "load_config_file",
     "parse_set",
     "resolve_config",
+    "resolve_run_config",
+    "setting",
 ]
 
 
+class SettingError(ConfigError):
+    """A setting with a value of the wrong type or out of range; ``key`` names it
+    (``"optim.weight_decay"``), so the CLI can name the flag the user gave instead."""
+
+    def __init__(self, key: str, expected: str, value: Any) -> None:
+        super().__init__(f"The '{key}' setting must be {expected}. Got {value!r} instead.")
+        self.key, self.expected, self.value = key, expected, value
+
+
+# --- field metadata: help, flag, range --------------------------------------------------------
+
 @dataclass(frozen=True)
-class AugmentSettings:
-    enabled: bool = False  # batched random affine on every training batch
-    rotation: float = 10.0  # max rotation, degrees (+/-)
-    scale_min: float = 0.9  # random zoom range
-    scale_max: float = 1.1
-    translate: float = 0.1  # max shift as a fraction of width/height
-    shear: float = 0.0  # max shear, degrees
-    elastic_alpha: float = 0.0  # elastic distortion strength in pixels (0 = off)
-    elastic_sigma: float = 4.0  # smoothness of the elastic field, pixels
-    hflip: bool = False  # flips and colour jitter: off for digits, on for natural images
-    vflip: bool = False
-    brightness: float = 0.0
-    contrast: float = 0.0
+class Check:
+    """A range check: ``ok(value, settings)`` (the settings object, for checks that compare
+    two fields) and the text ``expected`` that the error message quotes."""
+
+    ok: Callable[[Any, Any], bool]
+    expected: str
+
+
+def at_least(low: float, expected: str = "") -> Check:
+    return Check(lambda v, _: v >= low, expected or f">= {low}")
+
+
+def above(low: float, expected: str = "") -> Check:
+    return Check(lambda v, _: v > low, expected or f"> {low}")
+
+
+def within(low: float, high: float, bounds: str = "[]") -> Check:
+    """``low <= v <= high``; ``bounds`` "(]", "[)" or "()" opens an end."""
+    lo = (lambda v: v > low) if bounds[0] == "(" else (lambda v: v >= low)
+    hi = (lambda v: v < high) if bounds[1] == ")" else (lambda v: v <= high)
+    return Check(lambda v, _: lo(v) and hi(v), f"in {bounds[0]}{low}, {high}{bounds[1]}")
+
+
+def one_of(*choices: Any, expected: str = "") -> Check:
+    return Check(lambda v, _: v in choices,
+                 expected or "one of " + ", ".join(str(c) for c in choices))
+
+
+def setting(default: Any, help: str = "", *, valid: Check | None = None,
+            flag: bool | str = False, group: str = "", choices: Sequence[str] = (),
+            metavar: str | None = None, shown: str = "") -> Any:
+    """A config field whose metadata holds its help, its range and its CLI flag.
+
+    Args:
+        default: the field's default, which ``--help`` quotes.
+        help: what the setting does, for ``--help`` (without the default).
+        valid: the range it must lie in (``choices`` implies one). Every number is also
+            checked to be finite.
+        flag: ``True`` makes it a CLI flag named after the field (``--weight-decay``), a string
+            names the flag (``"model"`` for ``model.name``); ``False``: only ``--set`` and files.
+        group: the ``--help`` group; by default the section's ("model and data",
+            "optimisation").
+        choices: the values the flag accepts.
+        metavar: the flag's placeholder in ``--help``.
+        shown: how ``--help`` states the default, where the bare value says little ("off" for
+            0); ``{}`` in it is replaced by the default (``"{:.4f}"``).
+    """
+    if choices and valid is None:
+        valid = one_of(*choices)
+    return field(default=default, metadata={
+        "help": help, "valid": valid, "flag": flag, "group": group,
+        "choices": tuple(choices), "metavar": metavar, "shown": shown})
+
+
+class _Section:
+    """Validation for a settings dataclass: every field against the range in its metadata."""
+
+    prefix: ClassVar[str] = ""  # the dotted path of the section ("data.augment.")
+
+    def validate(self) -> Self:
+        """Check every field's type and range (and those of nested sections); return self.
+
+        Raises:
+            SettingError: a value out of range, naming the setting (``train.min_delta``) and
+                the accepted range.
+        """
+        fields = dataclasses.fields(self)  # type: ignore[arg-type]
+        # finiteness first, so that a check comparing two fields sees finite numbers
+        for f in fields:
+            value = getattr(self, f.name)
+            if isinstance(value, int | float) and not isinstance(value, bool) \
+                    and not math.isfinite(value):
+                check: Check | None = f.metadata.get("valid")
+                raise SettingError(self.prefix + f.name,
+                                   "finite" + (f" and {check.expected}" if check else ""), value)
+        for f in fields:
+            value = getattr(self, f.name)
+            if isinstance(value, _Section):
+                value.validate()
+            elif (check := f.metadata.get("valid")) is not None and not check.ok(value, self):
+                raise SettingError(self.prefix + f.name, check.expected, value)
+        return self
+
+
+# --- the settings -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AugmentSettings(_Section):
+    prefix: ClassVar[str] = "data.augment."
+
+    enabled: bool = setting(  # batched random affine on every training batch
+        False, "random rotation, scaling and shifts on every batch", flag="augment")
+    rotation: float = setting(10.0, valid=at_least(0))  # max rotation, degrees (+/-)
+    scale_min: float = setting(  # random zoom range
+        0.9, valid=Check(lambda v, s: 0 < v <= s.scale_max, "> 0 and <= data.augment.scale_max"))
+    scale_max: float = setting(1.1)
+    translate: float = setting(0.1, valid=within(0, 1, "[)"))  # max shift, fraction of the side
+    shear: float = setting(0.0, valid=at_least(0))  # max shear, degrees
+    elastic_alpha: float = setting(0.0, valid=at_least(0))  # elastic strength, pixels (0 = off)
+    elastic_sigma: float = setting(4.0, valid=above(0))  # smoothness of the elastic field, pixels
+    hflip: bool = setting(False)  # flips and colour jitter: off for digits, on for natural images
+    vflip: bool = setting(False)
+    brightness: float = setting(0.0, valid=within(0, 1, "[)"))
+    contrast: float = setting(0.0, valid=within(0, 1, "[)"))
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    dataset: str = "mnist"  # a registered dataset name, or an image folder path
-    data_dir: str = ""  # where the dataset files are ("" = $CNNLAB_DATA_DIR, then ~/.cache/cnnlab)
-    val_fraction: float = 1 / 12  # stratified validation split (5,000 of MNIST's 60,000)
-    image_size: int = 0  # input size, square (0 = the data's own: 28 for MNIST, a folder's)
-    channels: int = 0  # 1 = grayscale, 3 = RGB, 0 = infer from the data
+class DataConfig(_Section):
+    prefix: ClassVar[str] = "data."
+
+    dataset: str = setting(  # a registered dataset name, or an image folder path
+        "mnist", "dataset name or image folder", flag=True)
+    data_dir: str = setting(  # where the dataset files are ("" = $CNNLAB_DATA_DIR, then cache)
+        "", "where the dataset files are", flag=True, metavar="DIR",
+        shown="$CNNLAB_DATA_DIR, then ~/.cache/cnnlab/NAME")
+    val_fraction: float = setting(  # stratified validation split (5,000 of MNIST's 60,000)
+        1 / 12, "validation split", valid=within(0, 1, "[)"), flag=True,
+        shown="{:.4f}, 5,000 of 60,000")
+    image_size: int = setting(  # input size, square (0 = the data's own: 28 for MNIST, a folder's)
+        0, "train at NxN", valid=at_least(0, ">= 0 (0 = the data's own size)"), flag=True,
+        metavar="N", shown="the data's own size: 28 for MNIST, a folder's common image size, at "
+                           "most 224 on the longer side")
+    channels: int = setting(  # 1 = grayscale, 3 = RGB, 0 = infer from the data
+        0, valid=one_of(0, 1, 3, expected="0 (infer), 1 or 3"))
     # how image files become input: "" = auto (mnist-digits for MNIST, resize otherwise),
     # mnist-digits (bring each digit to MNIST form) or resize (the whole image, resized)
-    preprocess: str = ""
-    test_fraction: float = 0.2  # a folder without test/: the seeded, stratified test split
-    limit: int = 0  # train on a stratified subset of this many images (0 = all); for quick runs
+    preprocess: str = setting(
+        "", "how image files become input: mnist-digits brings each digit to MNIST form, "
+            "resize takes the whole image; recorded in the checkpoint for predict and serve",
+        valid=one_of("", "mnist-digits", "resize",
+                     expected="one of mnist-digits, resize, or empty for auto"),
+        flag=True, choices=("mnist-digits", "resize"),
+        shown="mnist-digits for MNIST itself, resize for folders")
+    test_fraction: float = setting(  # a folder without test/: the seeded, stratified test split
+        0.2, "an image folder without test/: the share held out as the test split, stratified "
+             "and seeded", valid=within(0, 1, "()"), flag=True)
+    limit: int = setting(  # train on a stratified subset of this many images (0 = all)
+        0, "use a stratified subset of N training images", valid=at_least(0, ">= 0 (0 = all)"),
+        flag=True, metavar="N", shown="all")
     augment: AugmentSettings = field(default_factory=AugmentSettings)
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    name: str = "paper-cnn"  # see `cnnlab models`
-    kwargs: dict[str, Any] = field(default_factory=dict)  # passed to the model builder
+class ModelConfig(_Section):
+    prefix: ClassVar[str] = "model."
+
+    name: str = setting("paper-cnn", "model name (see `cnnlab models`)", flag="model")
+    # passed to the model builder, which checks them (training.loop.check_model_settings)
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class OptimConfig:
-    optimizer: str = "adam"  # adam | adamw | sgd
-    lr: float = 1e-3  # peak learning rate
-    weight_decay: float = 0.0
-    momentum: float = 0.9  # sgd momentum (adam, adamw: beta1)
-    nesterov: bool = True  # sgd only
-    scheduler: str = "none"  # none | step | cosine | onecycle | plateau
-    warmup_epochs: float = 0.0  # linear warm-up before cosine
-    step_size: int = 10  # step: epochs between decays
-    gamma: float = 0.1  # step/plateau: decay factor
-    patience: int = 2  # plateau: epochs without improvement before decaying
-    pct_start: float = 0.25  # onecycle: fraction of steps spent warming up
-    final_lr_fraction: float = 0.0  # cosine/onecycle: lr at the end as a fraction of peak
+class OptimConfig(_Section):
+    prefix: ClassVar[str] = "optim."
+
+    optimizer: str = setting("adam", "optimizer", flag=True, choices=("adam", "adamw", "sgd"))
+    lr: float = setting(1e-3, "peak learning rate", valid=above(0, "a positive number"),
+                        flag=True)
+    weight_decay: float = setting(0.0, "weight decay (not on biases and norm weights)",
+                                  valid=at_least(0), flag=True)
+    momentum: float = setting(  # sgd momentum (adam, adamw: beta1)
+        0.9, "SGD momentum / Adam beta1", valid=within(0, 1, "[)"), flag=True)
+    nesterov: bool = setting(True)  # sgd only
+    scheduler: str = setting("none", "learning-rate schedule", flag=True,
+                             choices=("none", "step", "cosine", "onecycle", "plateau"))
+    warmup_epochs: float = setting(0.0, valid=at_least(0))  # linear warm-up before cosine
+    step_size: int = setting(10, valid=at_least(1, "an integer >= 1"))  # step: epochs per decay
+    gamma: float = setting(0.1, valid=within(0, 1, "(]"))  # step/plateau: decay factor
+    patience: int = setting(2, valid=at_least(0))  # plateau: epochs without gain before decay
+    pct_start: float = setting(0.25, valid=within(0, 1, "()"))  # onecycle: warm-up share
+    # cosine/onecycle: the lr at the end as a fraction of the peak
+    final_lr_fraction: float = setting(0.0, valid=within(0, 1, "[]"))
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 20
-    batch_size: int = 64
-    eval_batch_size: int = 1000
-    label_smoothing: float = 0.0
-    ema: float = 0.0  # EMA decay of the weights (0 = off); evaluation then uses the EMA weights
-    early_stopping: int = 0  # stop after this many epochs without validation gain (0 = off)
-    min_delta: float = 0.0  # smallest validation-accuracy gain that counts as a gain
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str = "auto"  # mixed precision: auto (on for CUDA) | on | off; on CPU it means bf16
-    channels_last: str = "auto"  # auto (on for CUDA) | on | off
-    threads: int = 0  # torch threads on CPU (0 = torch's default)
+class TrainConfig(_Section):
+    prefix: ClassVar[str] = "train."
+
+    epochs: int = setting(20, "passes over the training split",
+                          valid=at_least(1, "an integer >= 1"), flag=True)
+    batch_size: int = setting(64, "training batch size", valid=at_least(1, "an integer >= 1"),
+                              flag=True)
+    eval_batch_size: int = setting(1000, valid=at_least(1, "an integer >= 1"))
+    label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy loss",
+                                     valid=within(0, 1, "[)"), flag=True)
+    ema: float = setting(  # EMA decay of the weights (0 = off); evaluation then uses the EMA
+        0.0, "keep an exponential moving average of the weights with this decay, e.g. 0.999, "
+             "and evaluate it", valid=Check(lambda v, _: 0 <= v < 1, "in [0, 1) (0 = off)"),
+        flag=True, metavar="DECAY", shown="off")
+    early_stopping: int = setting(  # stop after this many epochs without validation gain
+        0, "stop after this many epochs without validation gain",
+        valid=at_least(0, ">= 0 (0 = off)"), flag=True, metavar="EPOCHS", shown="off")
+    # the smallest validation-accuracy gain that counts as a gain (for early_stopping)
+    min_delta: float = setting(0.0, valid=within(0, 1, "[)"))
+    seed: int = setting(0, "seed of everything random in the run", flag=True, group="run")
+    device: str = setting(  # auto | cpu | cuda | cuda:N
+        "auto", "auto | cpu | cuda | cuda:N; auto picks CUDA when present", flag=True,
+        group="run")
+    amp: str = setting("auto", choices=("auto", "on", "off"))  # mixed precision: auto (on for
+    # CUDA) | on | off; on the CPU it means bf16
+    channels_last: str = setting("auto", choices=("auto", "on", "off"))  # auto: on for CUDA
+    threads: int = setting(  # torch threads on CPU (0 = torch's default)
+        0, "CPU threads for torch", valid=at_least(0, ">= 0 (0 = default)"), flag=True,
+        group="run", shown="torch's choice")
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(_Section):
     recipe: str = ""  # the recipe this config started from, if any
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -118,63 +279,14 @@ class Config:
         d["model"] = {"name": self.model.name, **self.model.kwargs}
         return d
 
-    def validate(self) -> Config:
-        """Check value ranges; return self.
+    def validate(self) -> Self:
+        """Check every setting's type and range, and the recipe; return self.
 
         Raises:
-            ConfigError: a value out of range, with the key and the accepted range.
+            SettingError: a value out of range, with the key and the accepted range.
+            ConfigError: an unknown recipe.
         """
-        t, o, d = self.train, self.optim, self.data
-        checks: list[tuple[str, Any, bool, str]] = [
-            ("train.epochs", t.epochs, t.epochs >= 1, "an integer >= 1"),
-            ("train.batch_size", t.batch_size, t.batch_size >= 1, "an integer >= 1"),
-            ("train.eval_batch_size", t.eval_batch_size, t.eval_batch_size >= 1, "an integer >= 1"),
-            ("train.label_smoothing", t.label_smoothing, 0 <= t.label_smoothing < 1, "in [0, 1)"),
-            ("train.ema", t.ema, 0 <= t.ema < 1, "in [0, 1) (0 = off)"),
-            ("train.early_stopping", t.early_stopping, t.early_stopping >= 0, ">= 0 (0 = off)"),
-            ("train.threads", t.threads, t.threads >= 0, ">= 0 (0 = default)"),
-            ("train.amp", t.amp, t.amp in ("auto", "on", "off"), "one of auto, on, off"),
-            ("train.channels_last", t.channels_last, t.channels_last in ("auto", "on", "off"),
-             "one of auto, on, off"),
-            ("optim.lr", o.lr, o.lr > 0 and math.isfinite(o.lr), "a positive number"),
-            ("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, ">= 0"),
-            ("optim.momentum", o.momentum, 0 <= o.momentum < 1, "in [0, 1)"),
-            ("optim.optimizer", o.optimizer, o.optimizer in ("adam", "adamw", "sgd"),
-             "one of adam, adamw, sgd"),
-            ("optim.scheduler", o.scheduler,
-             o.scheduler in ("none", "step", "cosine", "onecycle", "plateau"),
-             "one of none, step, cosine, onecycle, plateau"),
-            ("optim.warmup_epochs", o.warmup_epochs, o.warmup_epochs >= 0, ">= 0"),
-            ("optim.step_size", o.step_size, o.step_size >= 1, "an integer >= 1"),
-            ("optim.gamma", o.gamma, 0 < o.gamma <= 1, "in (0, 1]"),
-            ("optim.patience", o.patience, o.patience >= 0, ">= 0"),
-            ("optim.pct_start", o.pct_start, 0 < o.pct_start < 1, "in (0, 1)"),
-            ("optim.final_lr_fraction", o.final_lr_fraction, 0 <= o.final_lr_fraction <= 1,
-             "in [0, 1]"),
-            ("data.val_fraction", d.val_fraction, 0 <= d.val_fraction < 1, "in [0, 1)"),
-            ("data.image_size", d.image_size, d.image_size >= 0,
-             ">= 0 (0 = the data's own size)"),
-            ("data.preprocess", d.preprocess, d.preprocess in ("", "mnist-digits", "resize"),
-             "one of mnist-digits, resize, or empty for auto"),
-            ("data.test_fraction", d.test_fraction, 0 < d.test_fraction < 1, "in (0, 1)"),
-            ("data.channels", d.channels, d.channels in (0, 1, 3), "0 (infer), 1 or 3"),
-            ("data.limit", d.limit, d.limit >= 0, ">= 0 (0 = all)"),
-        ]
-        a = d.augment
-        checks += [
-            ("data.augment.rotation", a.rotation, a.rotation >= 0, ">= 0"),
-            ("data.augment.scale_min", a.scale_min, 0 < a.scale_min <= a.scale_max,
-             "> 0 and <= data.augment.scale_max"),
-            ("data.augment.translate", a.translate, 0 <= a.translate < 1, "in [0, 1)"),
-            ("data.augment.shear", a.shear, a.shear >= 0, ">= 0"),
-            ("data.augment.elastic_alpha", a.elastic_alpha, a.elastic_alpha >= 0, ">= 0"),
-            ("data.augment.elastic_sigma", a.elastic_sigma, a.elastic_sigma > 0, "> 0"),
-            ("data.augment.brightness", a.brightness, 0 <= a.brightness < 1, "in [0, 1)"),
-            ("data.augment.contrast", a.contrast, 0 <= a.contrast < 1, "in [0, 1)"),
-        ]
-        for key, value, ok, expected in checks:
-            if not ok:
-                raise ConfigError(f"The '{key}' setting must be {expected}. Got {value!r} instead.")
+        super().validate()
         if self.recipe and self.recipe not in RECIPES:
             raise ConfigError(_unknown("recipe", self.recipe, list(RECIPES)))
         return self
@@ -234,24 +346,29 @@ def _unknown(kind: str, name: str, known: list[str], prefix: str = "") -> str:
     return f"unknown {kind} {name!r}{hint} (known: {', '.join(sorted(known))})"
 
 
+def _model_updates(updates: Any) -> tuple[str | None, dict[str, Any]]:
+    """A ``[model]`` table as (the model name it gives or None, the builder kwargs it gives)."""
+    if not isinstance(updates, dict):
+        raise SettingError("model", "a table", updates)
+    name = updates.get("name")
+    if name is not None and not isinstance(name, str):
+        raise SettingError("model.name", "a string", name)
+    kwargs: dict[str, Any] = {}
+    for key, value in updates.items():
+        if key == "kwargs" and isinstance(value, dict):
+            kwargs.update(value)
+        elif key != "name":
+            kwargs[key] = value
+    return name, kwargs
+
+
 def _merge(obj: Any, updates: dict[str, Any], prefix: str) -> Any:
     """Return a copy of dataclass ``obj`` with nested ``updates`` applied and type-checked."""
     if isinstance(obj, ModelConfig):
-        kwargs = dict(obj.kwargs)
-        name = obj.name
-        # the name first: a new model drops the old model's kwargs, not the ones given with it
-        for key, value in sorted(updates.items(), key=lambda kv: kv[0] != "name"):
-            if key == "name":
-                if not isinstance(value, str):
-                    raise ConfigError(f"The 'model.name' setting must be a string. Got {value!r}.")
-                if value != name:
-                    kwargs = {}  # another model's kwargs don't carry over
-                name = value
-            elif key == "kwargs" and isinstance(value, dict):
-                kwargs.update(value)
-            else:
-                kwargs[key] = value
-        return ModelConfig(name=name, kwargs=kwargs)
+        name, kwargs = _model_updates(updates)
+        if name is None or name == obj.name:
+            return ModelConfig(obj.name, {**obj.kwargs, **kwargs})
+        return ModelConfig(name, kwargs)  # another model: the old model's kwargs don't apply
     known = {f.name: f for f in dataclasses.fields(obj)}
     changes: dict[str, Any] = {}
     for key, value in updates.items():
@@ -261,7 +378,7 @@ def _merge(obj: Any, updates: dict[str, Any], prefix: str) -> Any:
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
-                raise ConfigError(f"The '{path}' setting must be a table. Got {value!r} instead.")
+                raise SettingError(path, "a table", value)
             changes[key] = _merge(current, value, f"{path}.")
         else:
             changes[key] = _coerce(path, value, current)
@@ -269,7 +386,11 @@ def _merge(obj: Any, updates: dict[str, Any], prefix: str) -> Any:
 
 
 def _coerce(path: str, value: Any, current: Any) -> Any:
-    """Coerce ``value`` to the type of the field's current value (bool, int, float, str)."""
+    """Coerce ``value`` to the type of the field's current value (bool, int, float, str).
+
+    Raises:
+        SettingError: a value that is not of that type and does not convert losslessly.
+    """
     kind = type(current)
     if kind is bool:
         if isinstance(value, bool):
@@ -299,9 +420,7 @@ def _coerce(path: str, value: Any, current: Any) -> Any:
             return value
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
-    raise ConfigError(
-        f"The '{path}' setting must be a {kind.__name__}. Got {value!r} instead."
-    )
+    raise SettingError(path, f"a {kind.__name__}", value)
 
 
 def _parse_scalar(text: str) -> Any:
@@ -312,7 +431,7 @@ def _parse_scalar(text: str) -> Any:
         return text
 
 
-def parse_set(items: list[str]) -> dict[str, Any]:
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
     """Turn ``["optim.lr=0.01", "model.dropout=0.2"]`` into a nested dict.
 
     Raises:
@@ -358,6 +477,13 @@ def resolve_config(*layers: dict[str, Any] | None, recipe: str | None = None) ->
     The recipe is the one named by ``recipe`` or, failing that, by the first layer that sets
     ``recipe``; layers are applied in order, later ones win.
 
+    Model keyword arguments combine across layers whatever layer names the model: a layer's
+    ``model.name`` keeps the kwargs that earlier layers gave, so ``--set model.depth=20
+    --model resnet`` trains a depth-20 resnet. Only the recipe's own kwargs go with the
+    recipe's model (they describe it, and are dropped when a layer picks another model); the
+    builder refuses kwargs that do not apply to the model in the end
+    (:func:`cnnlab.training.loop.check_model_settings`, run before any data is loaded).
+
     Raises:
         ConfigError: unknown keys, wrong types, out-of-range values or an unknown recipe.
     """
@@ -369,10 +495,45 @@ def resolve_config(*layers: dict[str, Any] | None, recipe: str | None = None) ->
             raise ConfigError(_unknown("recipe", name, list(RECIPES)))
         cfg = _merge(cfg, RECIPES[name], "")
         cfg = dataclasses.replace(cfg, recipe=name)
+    recipe_model = cfg.model
+    model_name, model_kwargs = recipe_model.name, {}
     for layer in layers_:
         layer.pop("recipe", None)
+        if "model" in layer:
+            given_name, given_kwargs = _model_updates(layer.pop("model"))
+            model_name = given_name or model_name
+            model_kwargs.update(given_kwargs)
         cfg = _merge(cfg, layer, "")
+    kept = recipe_model.kwargs if model_name == recipe_model.name else {}
+    cfg = dataclasses.replace(cfg, model=ModelConfig(model_name, {**kept, **model_kwargs}))
     return cfg.validate()
+
+
+def resolve_run_config(*, recipe: str | None = None,
+                       file: str | Path | dict[str, Any] | None = None,
+                       overrides: Sequence[str] = (), flags: dict[str, Any] | None = None,
+                       resume_dir: str | Path | None = None, kind: str = "run") -> Config:
+    """The settings of a training run, as ``cnnlab train``, ``cnnlab cv`` and
+    ``cnnlab.train()`` take them: defaults < ``recipe`` < ``file`` (a TOML path or a nested
+    dict) < ``overrides`` (``"key=value"`` items) < ``flags`` (flag names as in
+    :data:`FLAG_KEYS`; ``None`` = not given). With ``resume_dir`` the config that run saved
+    (``config.toml``) is the base, under everything else.
+
+    Raises:
+        ConfigError: a ``resume_dir`` without ``config.toml`` (``kind`` names what it should
+            be: "run", "cross-validation"), an unreadable file, or invalid settings (a
+            :class:`SettingError` names the setting).
+    """
+    layers: list[dict[str, Any]] = []
+    if resume_dir is not None:
+        saved = Path(resume_dir) / "config.toml"
+        if not saved.is_file():
+            raise ConfigError(f"cannot resume: {saved} does not exist; is "
+                              f"{str(resume_dir)!r} a {kind} directory?")
+        layers.append(load_config_file(saved))
+    layers.append(load_config_file(file) if isinstance(file, str | Path) else dict(file or {}))
+    layers += [parse_set(overrides), flags_layer(flags or {})]
+    return resolve_config(*layers, recipe=recipe)
 
 
 # --- writing TOML -----------------------------------------------------------------------------
@@ -415,31 +576,65 @@ def dump_toml(data: dict[str, Any]) -> str:
 
 
 # --- flags ------------------------------------------------------------------------------------
-# CLI flags and keyword arguments of cnnlab.train(), and the config keys they set.
-FLAG_KEYS: dict[str, str] = {
-    "model": "model.name",
-    "dataset": "data.dataset",
-    "data_dir": "data.data_dir",
-    "val_fraction": "data.val_fraction",
-    "test_fraction": "data.test_fraction",
-    "image_size": "data.image_size",
-    "preprocess": "data.preprocess",
-    "limit": "data.limit",
-    "augment": "data.augment.enabled",
-    "epochs": "train.epochs",
-    "batch_size": "train.batch_size",
-    "label_smoothing": "train.label_smoothing",
-    "ema": "train.ema",
-    "early_stopping": "train.early_stopping",
-    "seed": "train.seed",
-    "device": "train.device",
-    "threads": "train.threads",
-    "optimizer": "optim.optimizer",
-    "lr": "optim.lr",
-    "weight_decay": "optim.weight_decay",
-    "momentum": "optim.momentum",
-    "scheduler": "optim.scheduler",
-}
+
+@dataclass(frozen=True)
+class Flag:
+    """A CLI flag and keyword of ``cnnlab.train()``, generated from a field's metadata."""
+
+    name: str  # the keyword, "weight_decay"; the CLI spells it --weight-decay
+    key: str  # the setting it sets, "optim.weight_decay"
+    default: Any  # the field's default
+    help: str
+    group: str  # the --help group
+    choices: tuple[str, ...] = ()
+    metavar: str | None = None
+    shown: str = ""  # how --help states the default, if not as the bare value
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def type(self) -> type:
+        return type(self.default)
+
+    def help_text(self) -> str:
+        """The help with the default, as ``--help`` shows it (argparse's ``%`` escaped)."""
+        if self.shown:
+            default = self.shown.format(self.default)
+        elif isinstance(self.default, bool):
+            default = "on" if self.default else "off"
+        else:
+            default = str(self.default)
+        return f"{self.help} (default: {default})".replace("%", "%%")
+
+
+# the order of the flags in --help, and their groups unless a field names another
+_FLAG_SECTIONS = {"model": "model and data", "data": "model and data",
+                  "train": "optimisation", "optim": "optimisation"}
+
+
+def _flags(obj: Any, prefix: str, group: str) -> list[Flag]:
+    flags: list[Flag] = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            flags += _flags(value, f"{prefix}{f.name}.", group)
+        elif f.metadata.get("flag"):
+            m = f.metadata
+            flags.append(Flag(
+                name=f.name if m["flag"] is True else m["flag"], key=prefix + f.name,
+                default=value, help=m["help"], group=m["group"] or group,
+                choices=m["choices"], metavar=m["metavar"], shown=m["shown"]))
+    return flags
+
+
+FLAGS: tuple[Flag, ...] = tuple(
+    flag for section, group in _FLAG_SECTIONS.items()
+    for flag in _flags(getattr(Config(), section), f"{section}.", group))
+
+# the flag names (keywords of cnnlab.train()) and the setting each one sets
+FLAG_KEYS: dict[str, str] = {flag.name: flag.key for flag in FLAGS}
 
 
 def flags_layer(values: dict[str, Any]) -> dict[str, Any]:

@@ -116,6 +116,29 @@ def test_models_and_summary(capsys):
     (["summary", "paper-cnn", "--input", "28x28"], "--input must look like CxHxW"),
     (["data", "info", "mnistt"], "neither a registered dataset"),
     (["nosuchverb"], "invalid choice: 'nosuchverb'"),
+    # a setting given as a flag is named as that flag; given with --set, as the setting
+    (["train", "--weight-decay", "inf"], "error: argument --weight-decay: The "
+     "'optim.weight_decay' setting must be finite and >= 0. Got inf instead."),
+    (["train", "--set", "optim.weight_decay=inf"],
+     "error: The 'optim.weight_decay' setting must be finite and >= 0. Got inf instead."),
+    (["train", "--set", "train.min_delta=nan"],
+     "error: The 'train.min_delta' setting must be finite and in [0, 1). Got nan instead."),
+    (["train", "--set", "optim.warmup_epochs=inf"],
+     "error: The 'optim.warmup_epochs' setting must be finite and >= 0. Got inf instead."),
+    (["train", "--epochs", "0", "--set", "optim.lr=0"],
+     "error: The 'optim.lr' setting must be a positive number. Got 0.0 instead."),
+    (["train", "--epochs", "0"],
+     "error: argument --epochs: The 'train.epochs' setting must be an integer >= 1. Got 0"),
+    # --model with --set model.*: they combine, and the model's builder checks them before
+    # any data is loaded (here there is none: mnist is not in the empty data dir)
+    (["train", "--model", "resnet", "--set", "model.nope=1"],
+     "model 'resnet' got an unknown keyword argument 'nope'"),
+    (["train", "--set", "model.kernel_size=-3", "--model", "resnet"],
+     "The 'kernel_size' parameter of model 'resnet' must be an odd int >= 1"),
+    (["train", "--set", "model.depth=20", "--model", "lenet5"],
+     "model 'lenet5' got an unknown keyword argument 'depth'"),
+    (["train", "--recipe", "default", "--model", "lenet5", "--set", "model.depth=20"],
+     "model 'lenet5' got an unknown keyword argument 'depth'"),
 ])
 def test_user_errors_exit_2_with_one_line(argv, message, capsys):
     assert main(argv) == 2
@@ -148,6 +171,38 @@ def test_help_states_defaults(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "default: 20" in out and "default: adam" in out and "Recipes:" in out
+
+
+def test_help_states_every_settings_flag_with_its_default(capsys):
+    from cnnlab.config import FLAGS
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps the help lines
+    for flag in FLAGS:
+        assert flag.option in out, flag
+        assert " ".join(flag.help_text().split()) in out, flag
+    for group in ("model and data:", "optimisation:", "run:"):
+        assert group in out
+    assert "--augment, --no-augment" in out and "{mnist-digits,resize}" in out
+    assert "validation split (default: 0.0833, 5,000 of 60,000)" in out
+
+
+def test_model_flag_and_set_model_options_combine(folder, tmp_path, capsys):
+    # issue 14 §2: --model no longer drops the --set model.* options given with it
+    out = tmp_path / "deep"
+    assert main(["train", "--dataset", str(folder), "--set", "model.depth=8", "--model",
+                 "resnet-tiny", "--epochs", "1", "--batch-size", "16", "--device", "cpu",
+                 "--out", str(out), "--no-report", "--json", "-q"]) == 0
+    capsys.readouterr()
+    from cnnlab.config import load_config_file
+    from cnnlab.training.checkpoint import load_checkpoint
+
+    assert load_config_file(out / "config.toml")["model"] == {"name": "resnet-tiny", "depth": 8}
+    ckpt = load_checkpoint(out / "model.pt")
+    assert ckpt["model"]["kwargs"]["depth"] == 8
+    # depth 8 over resnet-tiny's two stages: blocks (1, 2), so stage 2 has two blocks
+    assert any(k.startswith("stages.1.1.") for k in ckpt["state_dict"])
 
 
 def test_evaluate_with_and_without_the_report_agree(run_dir, capsys):

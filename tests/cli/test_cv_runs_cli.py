@@ -78,6 +78,22 @@ def test_cv_errors(folder, tmp_path, capsys):
                                    "directory to continue")
 
 
+def test_cv_refuses_bad_settings_before_loading_data(tmp_path, capsys):
+    # no dataset given: the default mnist is not in the empty data dir, so the settings must
+    # fail first
+    assert main(["cv", "--model", "resnet", "--set", "model.nope=1", "--out",
+                 str(tmp_path / "cv"), "-q"]) == 2
+    assert "model 'resnet' got an unknown keyword argument 'nope'" in _error_line(capsys)
+    assert main(["cv", "--weight-decay", "inf", "--out", str(tmp_path / "cv"), "-q"]) == 2
+    assert _error_line(capsys) == ("error: argument --weight-decay: The 'optim.weight_decay' "
+                                   "setting must be finite and >= 0. Got inf instead.")
+    with pytest.raises(SystemExit):
+        main(["cv", "--help"])
+    text = capsys.readouterr().out
+    assert "--epochs" in text and "(default: 20)" in text
+    assert "--val-fraction" not in text and "--test-fraction" not in text
+
+
 def test_runs_errors_and_help(tmp_path, capsys):
     assert main(["runs", str(tmp_path / "nowhere")]) == 2
     assert "does not exist; pass the directory that holds your run directories" in \

@@ -1,5 +1,6 @@
 import csv
 import json
+import logging
 
 import pytest
 import torch
@@ -169,3 +170,95 @@ def test_an_existing_run_is_not_overwritten_by_accident(tmp_path):
     fit(_cfg(train={"epochs": 1, "seed": 3}), out_dir=tmp_path, overwrite=True, progress=False,
         data=prepared_data())
     assert (tmp_path / "model.pt").read_bytes() != before
+
+
+def test_a_loss_that_is_no_longer_finite_stops_training(tmp_path):
+    # plain SGD at lr 1e6 overflows the weights within the first epoch
+    cfg = _cfg(optim={"optimizer": "sgd", "lr": 1e6, "momentum": 0.0})
+    with pytest.raises(ConfigError) as e:
+        fit(cfg, out_dir=tmp_path, progress=False, data=prepared_data())
+    message = str(e.value)
+    assert message.startswith("training diverged: the training loss is no longer finite")
+    assert "in epoch 1" in message and "learning rate 1e+06" in message
+    assert "lower optim.lr" in message
+    assert not (tmp_path / "model.pt").exists()  # nothing of the diverged epoch is saved
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def _log_lines(fn):
+    """``fn()``'s result and the lines it logged on the 'cnnlab' logger."""
+    logger, handler = logging.getLogger("cnnlab"), _Lines()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        return fn(), handler.lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def test_resuming_a_finished_run_says_so_and_writes_its_figures_again(tmp_path):
+    cfg = _cfg(train={"epochs": 2})
+    first = fit(cfg, out_dir=tmp_path, progress=False, data=prepared_data())
+    (tmp_path / "metrics.json").unlink()
+    again, lines = _log_lines(lambda: fit(None, out_dir=tmp_path, resume=True, progress=False,
+                                          data=prepared_data()))
+    assert not [ln for ln in lines if ln.startswith("resuming")], lines
+    assert any("is complete (2 of train.epochs = 2 epochs trained)" in ln for ln in lines), lines
+    assert again.metrics == first.metrics
+    assert json.loads((tmp_path / "metrics.json").read_text()) == first.metrics
+    assert len(again.history) == 2
+
+
+def test_an_interrupted_run_says_where_it_resumes(tmp_path, monkeypatch):
+    write = loop._write_history
+
+    def interrupt_at_epoch_2(path, history):
+        if len(history) == 2:
+            raise KeyboardInterrupt
+        write(path, history)
+
+    monkeypatch.setattr(loop, "_write_history", interrupt_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_cfg(train={"epochs": 2}), out_dir=tmp_path, progress=False, data=prepared_data())
+    monkeypatch.setattr(loop, "_write_history", write)
+    result, lines = _log_lines(lambda: fit(None, out_dir=tmp_path, resume=True, progress=False,
+                                           data=prepared_data()))
+    assert f"resuming {tmp_path} at epoch 2 of 2" in lines
+    assert result.metrics["epochs_run"] == 2
+
+
+def test_model_settings_are_refused_before_the_data_is_loaded(tmp_path):
+    # the dataset does not exist: the model's options must fail first
+    cfg = _cfg(model={"name": "resnet", "nope": 1}, data={"dataset": str(tmp_path / "none")})
+    with pytest.raises(ConfigError, match="model 'resnet' got an unknown keyword argument "
+                                          "'nope'"):
+        fit(cfg, progress=False)
+    cfg = _cfg(model={"name": "resnet", "kernel_size": -3},
+               data={"dataset": str(tmp_path / "none")})
+    with pytest.raises(ConfigError, match="The 'kernel_size' parameter of model 'resnet'"):
+        fit(cfg, progress=False)
+
+
+def test_fit_is_composed_of_its_steps():
+    # the step path fit takes, callable on its own: one epoch of the tiny model learns
+    data = prepared_data()
+    cfg = _cfg()
+    device, amp, channels_last = loop._devices(cfg.train)
+    trainer = loop._setup(cfg, data, device, amp, channels_last, model=None, lr_groups=None)
+    before = loop.validate(trainer, data, cfg.train)
+    bar = loop.Progress(len(data.train), "epoch", enabled=False)
+    rows = [loop.train_one_epoch(trainer, data, cfg.train, epoch, bar=bar) for epoch in range(3)]
+    assert set(rows[0]) == {"train_loss", "train_accuracy", "lr", "epoch_time_s",
+                            "images_per_s"}
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert loop.validate(trainer, data, cfg.train)[1] > before[1]

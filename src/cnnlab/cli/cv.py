@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from cnnlab.cli.train import FLAGS, add_settings_flags, resolve_settings
+from cnnlab.cli.train import add_settings_flags, resolve_settings
 
-# every training flag except --val-fraction: each fold's held-out part is its validation set
-CV_FLAGS = tuple(f for f in FLAGS if f not in ("val_fraction", "test_fraction"))
+# every training flag but the splits': each fold's held-out part is its validation set, and
+# the test split is the data's own
+CV_EXCLUDED = ("val_fraction", "test_fraction")
 
 
 def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
@@ -36,7 +37,7 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
     p.add_argument("--out", default=None, metavar="DIR",
                    help="cross-validation directory (default: runs/cv-<recipe or model>)")
     g = add_settings_flags(
-        p, kind="cross-validation", validation=False,
+        p, kind="cross-validation", exclude=CV_EXCLUDED,
         resume_help="continue the interrupted cross-validation in --out: finished folds are "
                     "kept, an interrupted fold continues from its last.pt")
     g.add_argument("--json", action="store_true",
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from cnnlab.cli._util import print_json, table
     from cnnlab.tune import cross_validate
 
-    cfg = resolve_settings(args, CV_FLAGS, kind="cross-validation")
+    cfg = resolve_settings(args, kind="cross-validation")
     out = Path(args.out or f"runs/cv-{cfg.recipe or cfg.model.name}")
     result = cross_validate(cfg, args.folds, out_dir=out, resume=args.resume,
                             overwrite=args.overwrite, progress=not args.quiet)

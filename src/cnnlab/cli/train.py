@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
 
-from cnnlab.config import Config
-
-_D = Config()  # field defaults, quoted in --help
+if TYPE_CHECKING:
+    from cnnlab.config import Config
 
 
 def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
@@ -26,7 +26,7 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
     )
     p.add_argument("--out", default=None, metavar="DIR",
                    help="run directory (default: runs/<recipe or model>)")
-    g = add_settings_flags(p, kind="run", validation=True,
+    g = add_settings_flags(p, kind="run",
                            resume_help="continue the interrupted run in --out from its last.pt")
     g.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                    help="write report.html, report.md and plots/ into the run directory after "
@@ -35,19 +35,17 @@ def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
     p.set_defaults(run=run)
 
 
-FLAGS = ("model", "dataset", "data_dir", "val_fraction", "test_fraction", "image_size",
-         "preprocess", "limit", "augment", "epochs",
-         "batch_size", "optimizer", "lr", "momentum", "weight_decay", "scheduler",
-         "label_smoothing", "ema", "early_stopping", "seed", "device", "threads")
+def add_settings_flags(p: argparse.ArgumentParser, *, kind: str, resume_help: str,
+                       exclude: tuple[str, ...] = ()) -> argparse._ArgumentGroup:
+    """The settings flags `train` and `cv` share, generated from the config fields
+    (:data:`cnnlab.config.FLAGS`: name, help, default, choices); returns the "run" group for
+    more flags.
 
-
-def add_settings_flags(p: argparse.ArgumentParser, *, kind: str, validation: bool,
-                       resume_help: str) -> argparse._ArgumentGroup:
-    """The settings flags `train` and `cv` share; returns the "run" group for more flags.
-
-    ``kind`` names what --out holds ("run", "cross-validation"); ``validation`` adds
-    --val-fraction (cv has none: each fold's held-out part validates it).
+    ``kind`` names what --out holds ("run", "cross-validation"); ``exclude`` names flags the
+    verb has no use for (cv: --val-fraction, as each fold's held-out part validates it).
     """
+    from cnnlab.config import FLAGS
+
     p.add_argument("--recipe", default=None, help="start from a recipe (see `cnnlab train -h`)")
     p.add_argument("-c", "--config", default=None, metavar="FILE", help="a TOML config file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -55,86 +53,54 @@ def add_settings_flags(p: argparse.ArgumentParser, *, kind: str, validation: boo
     p.add_argument("--resume", action="store_true", help=resume_help)
     p.add_argument("--overwrite", action="store_true",
                    help=f"replace a {kind} already in --out (default: refuse)")
-    g = p.add_argument_group("model and data")
-    g.add_argument("--model", default=None, help=f"model name (default: {_D.model.name})")
-    g.add_argument("--dataset", default=None,
-                   help=f"dataset name or image folder (default: {_D.data.dataset})")
-    g.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="where the dataset files are (default: $CNNLAB_DATA_DIR, then "
-                        "~/.cache/cnnlab/NAME)")
-    if validation:
-        g.add_argument("--val-fraction", type=float, default=None,
-                       help=f"validation split (default: {_D.data.val_fraction:.4f}, "
-                            "5,000 of 60,000)")
-        g.add_argument("--test-fraction", type=float, default=None,
-                       help="an image folder without test/: the share held out as the test "
-                            f"split, stratified and seeded (default: {_D.data.test_fraction})")
-    g.add_argument("--image-size", type=int, default=None, metavar="N",
-                   help="train at NxN (default: the data's own size: 28 for MNIST, a folder's "
-                        "common image size, at most 224 on the longer side)")
-    g.add_argument("--preprocess", choices=["mnist-digits", "resize"], default=None,
-                   help="how image files become input: mnist-digits brings each digit to MNIST "
-                        "form (MNIST itself: the default), resize takes the whole image "
-                        "(folders: the default); recorded in the checkpoint for predict and "
-                        "serve")
-    g.add_argument("--limit", type=int, default=None,
-                   help="use a stratified subset of N training images (default: all)")
-    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="random rotation, scaling and shifts on every batch (default: off)")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=None, help=f"default: {_D.train.epochs}")
-    g.add_argument("--batch-size", type=int, default=None, help=f"default: {_D.train.batch_size}")
-    g.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default=None,
-                   help=f"default: {_D.optim.optimizer}")
-    g.add_argument("--lr", type=float, default=None,
-                   help=f"peak learning rate (default: {_D.optim.lr})")
-    g.add_argument("--momentum", type=float, default=None,
-                   help=f"SGD momentum / Adam beta1 (default: {_D.optim.momentum})")
-    g.add_argument("--weight-decay", type=float, default=None,
-                   help=f"default: {_D.optim.weight_decay}")
-    g.add_argument("--scheduler", choices=["none", "step", "cosine", "onecycle", "plateau"],
-                   default=None, help=f"learning-rate schedule (default: {_D.optim.scheduler})")
-    g.add_argument("--label-smoothing", type=float, default=None,
-                   help=f"default: {_D.train.label_smoothing}")
-    g.add_argument("--ema", type=float, default=None, metavar="DECAY",
-                   help="keep an exponential moving average of the weights with this decay, "
-                        "e.g. 0.999, and evaluate it (default: off)")
-    g.add_argument("--early-stopping", type=int, default=None, metavar="EPOCHS",
-                   help="stop after this many epochs without validation gain (default: off)")
-    g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=None, help=f"default: {_D.train.seed}")
-    g.add_argument("--device", default=None,
-                   help="auto | cpu | cuda | cuda:N; auto picks CUDA when present "
-                        f"(default: {_D.train.device})")
-    g.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's choice)")
-    return g
+    groups = {name: p.add_argument_group(name)
+              for name in ("model and data", "optimisation", "run")}
+    for flag in FLAGS:
+        if flag.name in exclude:
+            continue
+        options: dict[str, Any] = {"default": None, "help": flag.help_text(), "dest": flag.name}
+        if flag.type is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            options["type"] = flag.type
+        if flag.choices:
+            options["choices"] = list(flag.choices)
+        if flag.metavar:
+            options["metavar"] = flag.metavar
+        groups[flag.group].add_argument(flag.option, **options)
+    p.set_defaults(settings_flags=tuple(f.name for f in FLAGS if f.name not in exclude))
+    return groups["run"]
 
 
-def resolve_settings(args: argparse.Namespace, flags: tuple[str, ...], *, kind: str) -> Config:
-    """The config from --recipe, -c, --set and the flags; with --resume, the saved
-    config.toml in --out is the base layer.
+def resolve_settings(args: argparse.Namespace, *, kind: str) -> Config:
+    """The config from --recipe, -c, --set and the settings flags (with --resume, the saved
+    config.toml in --out is the base layer), through the resolver `cnnlab.train()` uses;
+    then the model's options, checked by its builder before any data is loaded.
+
+    An invalid setting the user gave as a flag is reported as that flag.
 
     Raises:
-        ConfigError: --resume without a resumable --out, or invalid settings.
+        ConfigError: --resume without a resumable --out, invalid settings or model options.
     """
-    from pathlib import Path
-
-    from cnnlab.config import flags_layer, load_config_file, parse_set, resolve_config
+    from cnnlab.config import FLAGS, SettingError, resolve_run_config
     from cnnlab.errors import ConfigError
+    from cnnlab.training.loop import check_model_settings
 
-    values = {name: getattr(args, name) for name in flags}
-    layers = [load_config_file(args.config) if args.config else {}, parse_set(args.set),
-              flags_layer(values)]
-    if args.resume:
-        if not args.out:
-            raise ConfigError(f"--resume needs --out, the {kind} directory to continue")
-        saved = Path(args.out) / "config.toml"
-        if not saved.is_file():
-            raise ConfigError(
-                f"--resume: {saved} does not exist; is {args.out!r} a {kind} directory?")
-        layers.insert(0, load_config_file(saved))
-    return resolve_config(*layers, recipe=args.recipe)
+    if args.resume and not args.out:
+        raise ConfigError(f"--resume needs --out, the {kind} directory to continue")
+    given = {name: getattr(args, name) for name in args.settings_flags}
+    try:
+        cfg = resolve_run_config(recipe=args.recipe, file=args.config, overrides=args.set,
+                                 flags=given, resume_dir=args.out if args.resume else None,
+                                 kind=kind)
+    except SettingError as e:
+        flag = next((f for f in FLAGS if f.key == e.key and given.get(f.name) is not None), None)
+        if flag is None:
+            raise
+        # the setting came from a flag: name the flag, as argparse does for its own errors
+        raise ConfigError(f"argument {flag.option}: {e}") from e
+    check_model_settings(cfg)
+    return cfg
 
 
 def run(args: argparse.Namespace) -> int:
@@ -143,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     from cnnlab.cli._util import print_json
     from cnnlab.training.loop import fit
 
-    cfg = resolve_settings(args, FLAGS, kind="run")
+    cfg = resolve_settings(args, kind="run")
     out = Path(args.out or f"runs/{cfg.recipe or cfg.model.name}")
     result = fit(cfg, out_dir=out, resume=args.resume, overwrite=args.overwrite,
                  progress=not args.quiet)
