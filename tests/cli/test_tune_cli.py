@@ -98,3 +98,51 @@ def test_bad_space_file(tmp_path, capsys) -> None:
     bad.write_text("[params\n")
     assert main(["tune", "--space", str(bad), "--out", str(tmp_path / "x")]) == 2
     assert "cannot read search space" in _error_line(capsys)
+
+
+def test_tune_without_data_is_one_error_before_any_trial(folder, space, tmp_path, monkeypatch,
+                                                         capsys) -> None:
+    monkeypatch.setenv("CNNLAB_OFFLINE", "1")
+    monkeypatch.delenv("CNNLAB_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)  # no data/mnist here
+    out = tmp_path / "nodata"
+    args = ["tune", "--space", str(space), "--set", "model.width=4", "--pruner", "none",
+            "--threads", "1", "--out", str(out), "-q"]
+    assert main(args) == 2
+    line = _error_line(capsys)
+    assert "mnist train split not found" in line and "--data-dir" in line
+    assert not (out / "study.db").exists()
+    # the same command with data runs: there is no study of other settings to refuse
+    assert main([*args, "--dataset", str(folder), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["states"] == {"complete": 4}
+
+
+def test_a_study_whose_every_trial_failed_exits_1_and_can_start_again(
+        folder, space, tmp_path, monkeypatch, capsys) -> None:
+    import cnnlab.training.loop as loop
+    from cnnlab.errors import DataError
+
+    real_fit = loop.fit
+
+    def broken(*args, **kwargs):
+        raise DataError("image class_1/0003.png cannot be read")
+
+    out = tmp_path / "failing"
+    args = ["tune", "--space", str(space), "--dataset", str(folder), "--set", "model.width=4",
+            "--pruner", "none", "--threads", "1", "--out", str(out), "-q"]
+    monkeypatch.setattr(loop, "fit", broken)
+    assert main([*args, "--json"]) == 1
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["states"] == {"fail": 4} and summary["finished"] == 0
+    assert (out / "trials.csv").is_file() and (out / "report.html").is_file()
+    errors = [ln for ln in captured.err.splitlines() if ln.startswith("error: ")]
+    assert errors == [captured.err.rstrip().splitlines()[-1]] and "Traceback" not in captured.err
+    assert errors[0].startswith("error: every trial of study 'failing' failed (4 trial(s); the "
+                                "first with: image class_1/0003.png cannot be read)")
+    # fixed, and with other settings: the study had no finished trial, so it starts again
+    monkeypatch.setattr(loop, "fit", real_fit)
+    assert main([*args, "--set", "train.epochs=1", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["states"] == {"complete": 4} and summary["trials"] == 4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import signal
 import sqlite3
 import subprocess
@@ -13,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+import cnnlab
 from cnnlab.config import load_config_file, resolve_config
-from cnnlab.errors import ConfigError
+from cnnlab.errors import ConfigError, DataError
 from cnnlab.training.loop import fit
 from cnnlab.tune.results import finish
 from cnnlab.tune.search import TuneSettings, _point_key, check_settings, grid_order, run_study
@@ -117,6 +119,7 @@ def test_random_and_tpe_samplers_search_ranges(folder: Path, tmp_path: Path) -> 
         for t in finished:
             assert 1e-3 <= t.params["optim.lr"] <= 3e-2 and t.params["model.depth"] in (4, 5, 6)
         assert finish(study, settings)["sampler"] == sampler
+        assert not settings.lock_path.exists()  # only the grid sampler takes a lock
 
 
 def test_multi_objective_search_writes_the_pareto_front(folder: Path, tmp_path: Path) -> None:
@@ -232,3 +235,62 @@ def test_other_pruners_run(folder: Path, tmp_path: Path, pruner: str) -> None:
     trials = study.get_trials()
     assert len(trials) == 2 and all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
     assert all(len(t.intermediate_values) == t.user_attrs["epochs_run"] for t in trials)
+
+
+def test_data_is_checked_before_the_first_trial(tmp_path: Path) -> None:
+    settings = _settings(tmp_path / "missing", tmp_path / "nodata", {"optim.lr": [0.01, 0.1]})
+    with pytest.raises(DataError, match=r"missing. is neither a registered dataset .* nor an "
+                                        "image folder"):
+        run_study(settings)
+    assert not (tmp_path / "nodata" / "study.db").exists()  # no study, so nothing to refuse
+
+
+def test_a_study_without_a_finished_trial_starts_again_with_new_settings(
+        folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "failed"
+    failed = run_study(_settings(folder, out, {"optim.lr": [-1.0, -2.0]}, pruner="none"))
+    trials = failed.get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL"]
+    assert all("'optim.lr' setting must be a positive number" in t.user_attrs["error"]
+               for t in trials)
+    assert finish(failed, _settings(folder, out, {"optim.lr": [-1.0, -2.0]}, pruner="none"))[
+        "finished"] == 0
+    study = run_study(_settings(folder, out, {"optim.lr": [0.003, 0.01]}, pruner="none"))
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert sorted(t.params["optim.lr"] for t in trials) == [0.003, 0.01]
+    # once a trial has finished, other settings are refused again
+    with pytest.raises(ConfigError, match="was started with other settings"):
+        run_study(_settings(folder, out, {"optim.lr": [-1.0]}, pruner="none"))
+
+
+def test_an_interrupted_trial_is_run_again(folder: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import cnnlab.training.loop as loop
+
+    real_fit = loop.fit
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    settings = _settings(folder, tmp_path / "ctrl-c", {"optim.lr": [0.003, 0.01]},
+                         pruner="none")
+    monkeypatch.setattr(loop, "fit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(settings)
+    monkeypatch.setattr(loop, "fit", real_fit)
+    study = run_study(settings)
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[1].params == trials[0].params  # the interrupted grid point, queued again
+    assert len(set(_points(study))) == 2
+
+
+def test_no_private_optuna_attributes_in_src() -> None:
+    private = re.compile(r"\b(?:study|trial|frozen|storage|sampler|pruner|optuna(?:\.\w+)*)"
+                         r"\._[a-z]|\._(?:storage|study_id|trial_id|stop_flag|thread_local)\b")
+    hits = [f"{path}:{number}: {line.strip()}"
+            for path in Path(cnnlab.__file__).parent.rglob("*.py")
+            for number, line in enumerate(path.read_text().splitlines(), start=1)
+            if private.search(line)]
+    assert not hits, "\n".join(hits)

@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     summary = finish(study, settings)
     if args.json:
         print_json(summary)
-        return 0
+        return _all_failed(settings, study, summary)
     from cnnlab.tune.results import headline
 
     print("\n".join(headline(summary)))
@@ -161,7 +161,24 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nWrote {settings.out}/: trials.csv, report.html, report.md, plots/"
           + (", best.toml" if "best" in summary else "")
           + (", pareto.csv" if "pareto" in summary else ""))
-    return 0
+    return _all_failed(settings, study, summary)
+
+
+def _all_failed(settings: TuneSettings, study: Any, summary: dict[str, Any]) -> int:
+    """1, with an error line, when the study has trials and every one of them failed."""
+    import sys
+
+    failed = summary["states"].get("fail", 0)
+    if not failed or summary["finished"] or summary["states"].get("running"):
+        return 0
+    errors = [t.user_attrs["error"] for t in study.get_trials(deepcopy=False)
+              if "error" in t.user_attrs]
+    cause = f"the first with: {errors[0]}" if errors else "their workers stopped"
+    print(f"error: every trial of study {settings.study_name!r} failed ({failed} trial(s); "
+          f"{cause}); fix the cause and rerun the command: a study without a finished trial "
+          f"starts again, with new settings too (trials: {settings.out / 'trials.csv'})",
+          file=sys.stderr)
+    return 1
 
 
 def _print_top(settings: TuneSettings, study: Any, n: int = 10) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.config import dump_toml
-from cnnlab.tune.search import TuneSettings, _DataCache, _finished, _optuna, trial_config
+from cnnlab.tune.search import DataCache, TuneSettings, is_finished, load_optuna, trial_config
 from cnnlab.tune.space import OBJECTIVES
 
 __all__ = ["finish", "headline", "trial_rows", "trials_to_reach"]
@@ -122,7 +122,7 @@ def make_plots(study: Any, settings: TuneSettings, plot_dir: Path) -> dict[str, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    optuna = _optuna()
+    optuna = load_optuna()
     vis = optuna.visualization.matplotlib
     plot_dir.mkdir(parents=True, exist_ok=True)
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
@@ -185,7 +185,7 @@ def _test_best(settings: TuneSettings, best: Any) -> dict[str, Any]:
     from cnnlab.training.loop import fit
 
     cfg = trial_config(settings.base, best.params)
-    data, test = _DataCache().get(cfg)
+    data, test = DataCache().get(cfg)
     if test is None:
         return {"test_note": f"dataset {cfg.data.dataset!r} has no test split"}
     ckpt = best.user_attrs.get("checkpoint")
@@ -220,7 +220,7 @@ def finish(study: Any, settings: TuneSettings) -> dict[str, Any]:
         "pruner": settings.pruner_name, "objectives": list(settings.space.objectives),
         "model": settings.base.model.name, "dataset": settings.base.data.dataset,
         "target_trials": settings.target_trials(), "trials": len(trials),
-        "finished": sum(map(_finished, trials)), "states": counts,
+        "finished": sum(map(is_finished, trials)), "states": counts,
         "trial_time_s": round(sum(durations), 1),
         "wall_time_s": _wall_time(trials),
     }
