@@ -52,7 +52,7 @@ def test_int8_engine_quantises_once_and_joins_auto(run_dir: Path, tmp_path: Path
     assert int8.engine == "int8"
     (made,) = cache_dir().glob("*.int8.onnx")
     assert usable_int8(run / "model.pt") == made
-    record = int8.onnx.metadata["quantization"]
+    record = int8.runner.model.metadata["quantization"]  # the ONNX Runtime engine's file
     assert record["checkpoint_sha256"] == checkpoint_sha256(run / "model.pt")
     assert int8_gate(record) is None and record["checked_on"]
     files = sorted((run_dir.parent / "data" / "test").rglob("*.png"))

@@ -145,12 +145,6 @@ class Model:
         return self.runner.logits(batch, batch_size=batch_size)
 
     @property
-    def onnx(self) -> Any:
-        """The ONNX Runtime model behind an ``onnx`` or ``int8`` engine, else None: for the
-        service's numpy batches until it asks :attr:`runner` directly."""
-        return getattr(self.runner, "model", None) if self.runner.name != "torch" else None
-
-    @property
     def engine(self) -> str:
         """What runs predictions: ``torch``, ``onnx`` (ONNX Runtime, FP32) or ``int8`` (ONNX
         Runtime on the INT8 quantisation)."""

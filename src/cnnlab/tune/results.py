@@ -180,8 +180,8 @@ def _pareto_plot(study: Any, settings: TuneSettings, path: Path) -> Path:
 
 def _test_best(settings: TuneSettings, best: Any) -> dict[str, Any]:
     """The best configuration's accuracy on the held-back test split (the only use of it)."""
-    from cnnlab.api import load
-    from cnnlab.evaluate.inference import evaluate_loss_accuracy, predict_logits
+    from cnnlab.inference.batched import evaluate_loss_accuracy, predict_logits
+    from cnnlab.inference.model import load_model
     from cnnlab.training.loop import fit
 
     cfg = trial_config(settings.base, best.params)
@@ -190,7 +190,7 @@ def _test_best(settings: TuneSettings, best: Any) -> dict[str, Any]:
         return {"test_note": f"dataset {cfg.data.dataset!r} has no test split"}
     ckpt = best.user_attrs.get("checkpoint")
     if ckpt and (settings.out / ckpt).is_file():
-        model = load(settings.out / ckpt).classifier
+        model = load_model(settings.out / ckpt).classifier
         source = ckpt
     else:  # trained by a worker that did not keep it: train it again (deterministic)
         model = fit(cfg, data=data, progress=settings.progress).model
@@ -295,7 +295,7 @@ def _markdown(summary: dict[str, Any], rows: list[dict[str, Any]], files: dict[s
 
 
 def _html(summary: dict[str, Any], rows: list[dict[str, Any]], files: dict[str, Path]) -> str:
-    from cnnlab.evaluate.report import _CSS
+    from cnnlab.evaluate.documents import REPORT_CSS
 
     esc = html.escape
     body = [f"<h1>Search: {esc(summary['study'])}</h1>"]
@@ -312,6 +312,6 @@ def _html(summary: dict[str, Any], rows: list[dict[str, Any]], files: dict[str, 
     title = f"Search: {summary['study']}"
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{esc(title)}</title><style>{_CSS}</style></head>\n<body>\n"
+            f"<title>{esc(title)}</title><style>{REPORT_CSS}</style></head>\n<body>\n"
             + "\n".join(body) + "\n</body></html>\n")
 
