@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from cnnlab.cli._util import Formatter, Parser, SubParsers
 from cnnlab.cli.train import add_settings_flags, resolve_settings
 
 # every training flag but the splits': each fold's held-out part is its validation set, and
@@ -11,7 +12,7 @@ from cnnlab.cli.train import add_settings_flags, resolve_settings
 CV_EXCLUDED = ("val_fraction", "test_fraction")
 
 
-def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
+def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
     p = sub.add_parser(
         "cv", parents=[common], formatter_class=formatter,
         help="k-fold cross-validation of a model",

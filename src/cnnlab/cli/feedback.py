@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from cnnlab.cli._util import Formatter, Parser, SubParsers
+
 if TYPE_CHECKING:
     from cnnlab.feedback.store import FeedbackStore
 
 DEFAULT_STORE = "sqlite:///runs/serve/feedback.db"
 
 
-def add_parser(sub, common, formatter) -> None:
+def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
     p = sub.add_parser("feedback", formatter_class=formatter,
                        help="inspect or export the feedback a service collected",
                        description="The feedback store of `cnnlab serve`: accuracy on the "

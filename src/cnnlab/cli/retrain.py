@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from cnnlab.cli._util import Formatter, Parser, SubParsers
 
-def add_parser(sub, common, formatter) -> None:
+
+def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
     p = sub.add_parser(
         "retrain", parents=[common], formatter_class=formatter,
         help="fine-tune the served model on its feedback; promote it only if not worse",

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from cnnlab.cli._util import Formatter, Parser, SubParsers
 
-def add_parser(sub, common, formatter) -> None:
+
+def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
     p = sub.add_parser(
         "serve", parents=[common], formatter_class=formatter,
         help="serve a model over HTTP (predict, health, metrics)",

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from cnnlab.cli._util import Formatter, Parser, SubParsers
+
 if TYPE_CHECKING:
     from cnnlab.config import Config
 
 
-def add_parser(sub, common, formatter) -> None:  # type: ignore[no-untyped-def]
+def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
     from cnnlab.config import RECIPE_HELP
 
     recipes = "\n".join(f"  {name:8s} {text}" for name, text in RECIPE_HELP.items())

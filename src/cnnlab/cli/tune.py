@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from cnnlab.cli._util import Formatter, Parser, SubParsers
+
 if TYPE_CHECKING:
     from cnnlab.tune.search import TuneSettings
 
@@ -22,7 +24,7 @@ Search space files (TOML; keys are dotted paths into the training config):
 The grid sampler visits `values`; random and tpe search the range (or the choices)."""
 
 
-def add_parser(sub, common, formatter) -> None:
+def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
     from cnnlab.tune.space import SPACES
 
     spaces = "\n".join(f"  {name:8s} {spec['description']}" for name, spec in SPACES.items())

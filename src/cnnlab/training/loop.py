@@ -379,7 +379,8 @@ def _setup(cfg: Config, data: PreparedData, device: torch.device, amp: bool,
         _check_given_model(model, data)
     model = model.to(device)
     if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        # torch's stubs give Module.to no memory_format, which it accepts (and documents)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = make_optimizer(model, cfg.optim,
                                groups=lr_groups(model) if lr_groups is not None else None)
     scheduler, sched_when = make_scheduler(optimizer, cfg.optim, epochs=t.epochs,
