@@ -214,3 +214,18 @@ def test_evaluate_with_and_without_the_report_agree(run_dir, capsys):
     assert plain["confusion_matrix"] == with_report["confusion_matrix"]
     assert plain["accuracy"] == pytest.approx(with_report["accuracy"])
     assert plain["loss"] == pytest.approx(with_report["loss"], abs=1e-5)
+
+
+def test_library_messages_name_settings_and_the_cli_names_flags():
+    from cnnlab.cli.main import build_parser, in_flag_terms
+
+    verbs = build_parser().verbs
+    message = ("The 'shots' setting of finetune must be >= 0 (0 = all images). Got -1 instead. "
+               "Or set val_dir.")
+    assert in_flag_terms(message, verbs["finetune"]) == (
+        "--shots must be >= 0 (0 = all images). Got -1 instead. Or pass --val-dir.")
+    # a setting the verb has no flag for, and config keys, keep their names
+    assert in_flag_terms("set data_dir", verbs["finetune"]) == "set data_dir"
+    assert in_flag_terms("The 'optim.lr' setting must be", verbs["train"]) == (
+        "The 'optim.lr' setting must be")
+    assert in_flag_terms(message, None) == message

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -46,7 +47,26 @@ def build_parser() -> Parser:
     for verb in VERBS:
         module = importlib.import_module(f"cnnlab.cli.{verb}")
         module.add_parser(sub, common, HelpFormatter)
+    parser.verbs = dict(sub.choices)  # type: ignore[attr-defined]  # for in_flag_terms
     return parser
+
+
+def in_flag_terms(message: str, verb_parser: argparse.ArgumentParser | None) -> str:
+    """A library message, which names settings, in the flags of the verb that ran: the one
+    place where settings become flags. ``The 'shots' setting of finetune must be ...``
+    becomes ``--shots must be ...`` and ``set data_dir`` becomes ``pass --data-dir``, for the
+    settings the verb has a flag for; other text is left as it is."""
+    if verb_parser is None:
+        return message
+    # argparse has no public way to list a parser's options: _actions is what it keeps them in
+    flags = {a.dest: max(a.option_strings, key=len) for a in verb_parser._actions
+             if a.option_strings and a.dest != "help"}
+    if not flags:
+        return message
+    names = "|".join(re.escape(d) for d in sorted(flags, key=len, reverse=True))
+    message = re.sub(rf"The '({names})' setting of [\w-]+ must be",
+                     lambda m: f"{flags[m.group(1)]} must be", message)
+    return re.sub(rf"\bset ({names})\b", lambda m: f"pass {flags[m.group(1)]}", message)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -71,12 +91,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    verb_parser: argparse.ArgumentParser | None = None
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
         if not args.verb:
             parser.print_help(sys.stderr)
             return 2
+        verb_parser = parser.verbs.get(args.verb)  # type: ignore[attr-defined]
         _setup_logging(getattr(args, "quiet", False))
         return int(args.run(args))
     except UsageError as e:
@@ -93,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         user_error = isinstance(e, CnnlabError | FileNotFoundError | PermissionError |
                                 IsADirectoryError | NotADirectoryError)
         if user_error:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {in_flag_terms(str(e), verb_parser)}", file=sys.stderr)
             return 2
         print(f"error: internal error ({type(e).__name__}: {e}); rerun with --debug for the "
               "traceback and report it", file=sys.stderr)
