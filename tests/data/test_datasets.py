@@ -4,6 +4,8 @@ import gzip
 import hashlib
 import re
 import shutil
+import struct
+import tracemalloc
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from cnnlab.data import (
     load_dataset,
     load_idx_dataset,
 )
-from cnnlab.data.datasets import _verify
+from cnnlab.data.datasets import _read_verified
 from cnnlab.errors import ConfigError, DataError, DatasetNotFoundError, RegistryError
 
 MNIST_TEST_IMAGES_SHA256 = "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"
@@ -195,13 +197,58 @@ def test_fashion_mnist_accepts_only_gz(fake_idx, tmp_path):
 
 
 def test_verify_by_canonical_gz_md5(fake_idx):
+    # Both digests are computed while the file streams in: md5 of the .gz as stored, sha256
+    # of the bytes it inflates to.
     images, _ = fake_idx()
     raw = gzip.decompress(images.read_bytes())
     md5 = hashlib.md5(images.read_bytes()).hexdigest()
-    _verify(images, raw, IdxFile(images.name, sha256=None, gz_md5=md5))
-    _verify(images, raw, IdxFile(images.name, sha256=hashlib.sha256(raw).hexdigest()))
+    expected = np.frombuffer(raw, np.uint8, offset=16).reshape(20, 28, 28)
+    array = _read_verified(images, IdxFile(images.name, sha256=None, gz_md5=md5))
+    np.testing.assert_array_equal(array, expected)
+    _read_verified(images, IdxFile(images.name, sha256=hashlib.sha256(raw).hexdigest()))
     with pytest.raises(DataError, match=f"expected md5 {'0' * 32} of the original"):
-        _verify(images, raw, IdxFile(images.name, sha256=None, gz_md5="0" * 32))
+        _read_verified(images, IdxFile(images.name, sha256=None, gz_md5="0" * 32))
+
+
+def test_registered_files_know_their_shape():
+    images, labels = dataset_info("kmnist").files["train"]
+    assert (images.shape, labels.shape) == ((60000, 28, 28), (60000,))
+    assert images.max_data_bytes == 60000 * 28 * 28
+    assert labels.max_download_bytes == 2 * (8 + 60000)
+    assert dataset_info("mnist").files["test"][0].max_data_bytes == 10000 * 28 * 28
+
+
+def test_bomb_with_a_registered_name_is_refused_at_its_header(gzip_bomb, tmp_path):
+    # A 1 MB gzip inflating to 1 GiB, named as MNIST's test images and declaring the
+    # training set's 60000 images: refused from the 16-byte header, before any inflating.
+    header = struct.pack(">BBBBIII", 0, 0, 8, 3, 60000, 28, 28)
+    path = gzip_bomb(header, 2**30, name="t10k-images-idx3-ubyte.gz", directory=tmp_path / "mnist")
+    shutil.copy(path, tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz")  # labels come later
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=re.escape(
+            f"{path}: header declares 60000x28x28 = 47040000 bytes of data, more than the "
+            "limit of 7840000 bytes; the file is corrupt, of another dataset, or a "
+            "decompression bomb: re-download or re-copy the file"
+        )) as info:
+            load_dataset("mnist", "test", data_dir=tmp_path, download=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "max_bytes" not in str(info.value)  # the dataset's size is the limit, not a knob
+    assert peak < 8 * 2**20
+
+
+def test_registered_file_inflating_past_its_header_is_refused(gzip_bomb, tmp_path):
+    # The header tells the truth about the size (10000 images) but the stream goes on.
+    header = struct.pack(">BBBBIII", 0, 0, 8, 3, 10000, 28, 28)
+    path = gzip_bomb(header, 2**30, name="t10k-images-idx3-ubyte.gz", directory=tmp_path)
+    shutil.copy(path, tmp_path / "t10k-labels-idx1-ubyte.gz")
+    with pytest.raises(DataError, match=re.escape(
+        f"{path}: trailing data: header declares 10000x28x28 = 7840000 bytes of data, found "
+        "more than 7905536"
+    )):
+        load_dataset("mnist", "test", data_dir=tmp_path, download=False)
 
 
 def test_missing_files_no_download(tmp_path, monkeypatch):
@@ -246,7 +293,7 @@ def test_found_in_working_directory_data(mnist_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("CNNLAB_OFFLINE", raising=False)  # downloads allowed, yet not needed
     _copy_test_split(mnist_dir, tmp_path / "repo" / "data" / "mnist")
     monkeypatch.chdir(tmp_path / "repo")
-    ds = load_dataset("mnist", "test", mirrors=["http://127.0.0.1:9/"])
+    ds = load_dataset("mnist", "test", mirrors=["http://127.0.0.1:9/"], allow_http_loopback=True)
     assert len(ds) == 10000
     assert ds.source == str(tmp_path / "repo" / "data" / "mnist" / "t10k-images-idx3-ubyte.gz")
     assert sorted(p.name for p in (tmp_path / "repo" / "data" / "mnist").iterdir()) == [
@@ -286,6 +333,6 @@ def test_download_never_goes_into_working_directory_data(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DatasetNotFoundError, match=re.escape("download failed: http://127.0.0.1:9/")):
         load_dataset("mnist", "test", progress=False, mirrors=["http://127.0.0.1:9/"],
-                     timeout=2)
+                     timeout=2, allow_http_loopback=True)
     assert not (tmp_path / "data").exists()
     assert list((tmp_path / "xdg-cache" / "cnnlab" / "mnist").iterdir()) == []

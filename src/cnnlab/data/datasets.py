@@ -8,24 +8,29 @@ Dataset files are looked up in ``data_dir``, then ``$CNNLAB_DATA_DIR`` (each bot
 and with ``<name>/`` appended), then ``data/<name>`` under the working directory (where a
 clone of the repository ships MNIST, so commands run from its root find it; only read,
 never downloaded into), then ``~/.cache/cnnlab/<name>`` (``$XDG_CACHE_HOME`` is honoured).
-Every file is verified by checksum before use; missing files are downloaded from the
-dataset's mirrors when allowed.
+Every file is verified by checksum while it streams in, and its header may declare no more
+data than the dataset's known size (so a gzip bomb is refused before it inflates); missing
+files are downloaded from the dataset's mirrors, over https only, when allowed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
+import ipaddress
+import math
 import os
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
 
-from cnnlab.data.idx import atomic_path, parse_idx, read_idx, read_idx_bytes
+from cnnlab.data.idx import atomic_path, read_idx
 from cnnlab.errors import ConfigError, DataError, DatasetNotFoundError
 from cnnlab.progress import Progress
 from cnnlab.registry import Registry
@@ -47,6 +52,9 @@ DATA_DIR_ENV = "CNNLAB_DATA_DIR"
 WORKDIR_DATA = "data"  # <working directory>/data/<name>: the repository's shipped data
 OFFLINE_ENV = "CNNLAB_OFFLINE"  # set to 1 to forbid downloads
 DOWNLOAD_TIMEOUT = 30.0  # seconds without data before a mirror counts as failed
+# A download may be at most this many times the file's uncompressed size (header + data):
+# gzip grows incompressible data by well under 1 %, so only a wrong or hostile file gets near.
+DOWNLOAD_SIZE_FACTOR = 2
 
 
 @dataclass(frozen=True)
@@ -154,6 +162,19 @@ class IdxFile:
     name: str  # file name without ".gz"
     sha256: str | None = None  # of the uncompressed bytes: accepts .gz in any compression
     gz_md5: str | None = None  # of the canonical .gz distribution file
+    shape: tuple[int, ...] | None = None  # of its uint8 array: caps what a header may declare
+
+    @property
+    def max_data_bytes(self) -> int | None:
+        """The most data bytes (after the header) the file may declare: its known size."""
+        return None if self.shape is None else math.prod(self.shape)  # uint8: 1 byte each
+
+    @property
+    def max_download_bytes(self) -> int | None:
+        """The most bytes a download of the ``.gz`` may take (see DOWNLOAD_SIZE_FACTOR)."""
+        if self.shape is None:
+            return None
+        return DOWNLOAD_SIZE_FACTOR * (4 + 4 * len(self.shape) + math.prod(self.shape))
 
 
 @dataclass(frozen=True)
@@ -184,9 +205,12 @@ def _register(info: DatasetInfo) -> None:
     DATASETS.register(info.name, description=info.description)(info)
 
 
+# split -> ((images file, shape), (labels file, shape)); the three datasets share it.
 _MNIST_LAYOUT = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    "train": (("train-images-idx3-ubyte", (60000, 28, 28)),
+              ("train-labels-idx1-ubyte", (60000,))),
+    "test": (("t10k-images-idx3-ubyte", (10000, 28, 28)),
+             ("t10k-labels-idx1-ubyte", (10000,))),
 }
 
 
@@ -195,8 +219,9 @@ def _files(
 ) -> dict[str, tuple[IdxFile, IdxFile]]:
     """Build the split -> (images, labels) table from {file name: (sha256, gz_md5)}."""
     return {
-        split: (IdxFile(images, *checksums[images]), IdxFile(labels, *checksums[labels]))
-        for split, (images, labels) in _MNIST_LAYOUT.items()
+        split: (IdxFile(images, *checksums[images], shape=images_shape),
+                IdxFile(labels, *checksums[labels], shape=labels_shape))
+        for split, ((images, images_shape), (labels, labels_shape)) in _MNIST_LAYOUT.items()
     }
 
 
@@ -257,7 +282,9 @@ _register(
             "t10k-images-idx3-ubyte": (None, "bef4ecab320f06d8554ea6380940ec79"),
             "t10k-labels-idx1-ubyte": (None, "bb300cfdad3c16e7a12a480ee83cd310"),
         }),
-        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        # The project's own host (fashion-mnist.s3-website...) serves plain http only; Keras
+        # serves the same canonical files over https (verified by the md5s above).
+        mirrors=("https://storage.googleapis.com/tensorflow/tf-keras-datasets/",),
         homepage="https://github.com/zalandoresearch/fashion-mnist",
         license="MIT",
     )
@@ -278,7 +305,7 @@ _register(
             "t10k-images-idx3-ubyte": (None, "5c965bf0a639b31b8f53240b1b52f4d7"),
             "t10k-labels-idx1-ubyte": (None, "7320c461ea6c1c855c0b718fb2a4b134"),
         }),
-        mirrors=("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+        mirrors=("https://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
         homepage="https://github.com/rois-codh/kmnist",
         license="CC BY-SA 4.0",
     )
@@ -338,16 +365,16 @@ def _find(spec: IdxFile, dirs: list[Path], raw_allowed: bool) -> Path | None:
     return None
 
 
-def _verify(path: Path, raw: bytes, spec: IdxFile, label: str | None = None) -> None:
-    """Check the file's content against the published checksums; ``label`` names it in errors.
+def _verify(spec: IdxFile, found_sha256: str, found_md5: str | None, label: str) -> None:
+    """Check a file's digests against the published checksums; ``label`` names it in errors.
 
-    Not cached: sha256 of the 47 MB uncompressed MNIST training images takes ~30 ms here,
-    against ~160 ms for the gunzip that loading needs anyway.
+    Args:
+        found_sha256: sha256 of the file's uncompressed bytes.
+        found_md5: md5 of the file as stored (the ``.gz``), or None if not computed.
     """
-    found = hashlib.sha256(raw).hexdigest()
-    if spec.sha256 and found == spec.sha256:
+    if spec.sha256 and found_sha256 == spec.sha256:
         return
-    if spec.gz_md5 and hashlib.md5(path.read_bytes()).hexdigest() == spec.gz_md5:
+    if spec.gz_md5 and found_md5 == spec.gz_md5:
         return
     expected = " or ".join(
         s
@@ -358,17 +385,104 @@ def _verify(path: Path, raw: bytes, spec: IdxFile, label: str | None = None) -> 
         if s
     )
     raise DataError(
-        f"{label or path}: checksum mismatch: expected {expected}, found sha256 {found} of the "
+        f"{label}: checksum mismatch: expected {expected}, found sha256 {found_sha256} of the "
         "uncompressed data; the file is corrupt or belongs to another dataset: delete it and "
         "download it again, or copy the original file"
     )
 
 
-def _read_verified(path: Path, spec: IdxFile) -> np.ndarray:
-    raw = read_idx_bytes(path)
-    _verify(path, raw, spec)
-    array = parse_idx(raw, str(path))
-    return array if array.flags.writeable else array.copy()
+def _read_verified(path: Path, spec: IdxFile, label: str | None = None) -> np.ndarray:
+    """Read ``path`` as ``spec``: its header capped at the known size, checksummed as it streams.
+
+    Not cached: sha256 of the 47 MB uncompressed MNIST training images takes ~30 ms here,
+    against ~160 ms for the gunzip that loading needs anyway.
+
+    Raises:
+        DataError: the file declares more data than ``spec``'s shape, is corrupt, or fails
+            its checksum.
+    """
+    data_hash = hashlib.sha256()
+    file_hash = hashlib.md5() if spec.gz_md5 else None
+    label = label or str(path)
+    array = read_idx(path, max_bytes=spec.max_data_bytes, data_hash=data_hash,
+                     file_hash=file_hash, source=label)
+    _verify(spec, data_hash.hexdigest(), file_hash.hexdigest() if file_hash else None, label)
+    return array
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _insecure_url_problem(url: str, allow_http_loopback: bool) -> str | None:
+    """Why ``url`` may not be downloaded from, or None when it may."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https":
+        return None
+    if parts.scheme == "http" and allow_http_loopback and _is_loopback(parts.hostname):
+        return None
+    if parts.scheme == "http" and _is_loopback(parts.hostname):
+        return ("plain http is accepted only from a loopback test server, with "
+                "allow_http_loopback=True")
+    return ("downloads use https only, so nobody on the way can read or replace the file; use "
+            "an https mirror")
+
+
+class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects only to URLs a download may use (an https mirror may not hand
+    the client to plain http)."""
+
+    def __init__(self, allow_http_loopback: bool) -> None:
+        self.allow_http_loopback = allow_http_loopback
+
+    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
+                         headers: http.client.HTTPMessage, newurl: str
+                         ) -> urllib.request.Request | None:
+        problem = _insecure_url_problem(newurl, self.allow_http_loopback)
+        if problem:
+            fp.close()  # urllib closes it only on the way it follows
+            raise DataError(f"redirected to {newurl}, refused: not an https URL: {problem}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _fetch(url: str, dest: Path, spec: IdxFile, timeout: float, progress: bool,
+           allow_http_loopback: bool) -> None:
+    """Stream ``url`` into ``dest`` (at most ``spec.max_download_bytes``), then verify it."""
+    problem = _insecure_url_problem(url, allow_http_loopback)
+    if problem:
+        raise DataError(f"refused: not an https URL: {problem}")
+    cap = spec.max_download_bytes
+    opener = urllib.request.build_opener(_HttpsOnlyRedirects(allow_http_loopback))
+    with atomic_path(dest) as tmp:
+        with opener.open(url, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            if cap is not None and total is not None and total > cap:
+                raise DataError(
+                    f"the server announces {total} bytes, more than the limit of {cap} bytes "
+                    f"for {spec.name}.gz (a wrong or hostile file); not downloaded"
+                )
+            bar = Progress(total, f"download {spec.name}.gz", "B", enabled=progress,
+                           scale=1 / 2**20, scale_unit="MiB")
+            with bar, tmp.open("wb") as out:
+                while chunk := response.read(1 << 16):
+                    if cap is not None and bar.count + len(chunk) > cap:
+                        raise DataError(
+                            f"more than the limit of {cap} bytes for {spec.name}.gz (a wrong "
+                            "or hostile file); download stopped"
+                        )
+                    out.write(chunk)
+                    bar.update(len(chunk))
+                out.flush()
+                os.fsync(out.fileno())  # on disk before the rename makes it visible
+            if total is not None and bar.count != total:
+                raise DataError(f"incomplete: got {bar.count} of {total} bytes")
+        _read_verified(tmp, spec, label="the downloaded file")
 
 
 def _download(
@@ -378,28 +492,18 @@ def _download(
     timeout: float,
     progress: bool,
     failures: list[str],
+    allow_http_loopback: bool = False,
 ) -> Path | None:
     """Fetch ``<mirror><name>.gz`` into ``target`` and verify it; None if every mirror failed.
 
-    Each failure is appended to ``failures`` as "url: reason".
+    Each failure is appended to ``failures`` as "url: reason". Nothing unverified is left in
+    ``target``: the file streams into a temporary name and is renamed only once it passed.
     """
     dest = target / f"{spec.name}.gz"
     for mirror in mirrors:
         url = mirror.rstrip("/") + f"/{spec.name}.gz"
         try:
-            with atomic_path(dest) as tmp:
-                with urllib.request.urlopen(url, timeout=timeout) as response:
-                    length = response.headers.get("Content-Length")
-                    total = int(length) if length and length.isdigit() else None
-                    bar = Progress(total, f"download {spec.name}.gz", "B", enabled=progress,
-                                   scale=1 / 2**20, scale_unit="MiB")
-                    with bar, tmp.open("wb") as out:
-                        while chunk := response.read(1 << 16):
-                            out.write(chunk)
-                            bar.update(len(chunk))
-                    if total is not None and bar.count != total:
-                        raise DataError(f"incomplete: got {bar.count} of {total} bytes")
-                _verify(tmp, read_idx_bytes(tmp), spec, label="the downloaded file")
+            _fetch(url, dest, spec, timeout, progress, allow_http_loopback)
             return dest
         except (OSError, http.client.HTTPException, DataError) as e:
             failures.append(f"{url}: {e}")
@@ -428,6 +532,7 @@ def load_dataset(
     *,
     mirrors: Sequence[str] | None = None,
     timeout: float = DOWNLOAD_TIMEOUT,
+    allow_http_loopback: bool = False,
 ) -> ImageDataset:
     """Load one split of a registered dataset into memory, verified by checksum.
 
@@ -442,15 +547,19 @@ def load_dataset(
             directory's ``data/`` is only read); ``None`` means yes unless
             ``$CNNLAB_OFFLINE`` is set to 1.
         progress: show a progress bar while downloading.
-        mirrors: base URLs to try instead of the dataset's own (tests use a local server).
+        mirrors: base URLs to try instead of the dataset's own; https only (see below).
         timeout: seconds a mirror may stay silent before it counts as failed.
+        allow_http_loopback: accept plain-http mirrors on a loopback host (127.0.0.0/8,
+            ::1, localhost): for tests' local servers. Plain http to any other host is
+            always refused, and so is a redirect from https to http.
 
     Raises:
         RegistryError: unknown dataset name.
-        ConfigError: ``split`` is not ``"train"`` or ``"test"``.
+        ConfigError: ``split`` is not ``"train"`` or ``"test"``, or a mirror is not https.
         DatasetNotFoundError: files missing and not downloadable; the message lists the
             file names, the directories searched, the mirrors tried and how to supply them.
-        DataError: a file fails its checksum, is corrupt, or images and labels disagree.
+        DataError: a file declares more data than the dataset holds, fails its checksum, is
+            corrupt, or images and labels disagree.
     """
     info = dataset_info(name)
     if download is None:
@@ -460,6 +569,13 @@ def load_dataset(
             f"The 'split' parameter of load_dataset must be one of {', '.join(SPLITS)}. "
             f"Got {split!r} instead."
         )
+    for mirror in mirrors or ():
+        problem = _insecure_url_problem(mirror, allow_http_loopback)
+        if problem:
+            raise ConfigError(
+                f"The 'mirrors' parameter of load_dataset must hold https URLs ({problem}). "
+                f"Got {mirror!r} instead."
+            )
     specs = info.files[split]
     dirs, download_dirs = _lookup_dirs(name, data_dir)
     paths = [_find(spec, dirs, info.raw_allowed) for spec in specs]
@@ -472,9 +588,8 @@ def load_dataset(
         else:
             for i, spec in enumerate(specs):
                 if paths[i] is None:
-                    paths[i] = _download(
-                        spec, target, mirrors or info.mirrors, timeout, progress, failures
-                    )
+                    paths[i] = _download(spec, target, mirrors or info.mirrors, timeout,
+                                         progress, failures, allow_http_loopback)
                     if paths[i] is None:
                         break  # the split cannot load; spare the user more timeouts
     if any(p is None for p in paths):
