@@ -92,7 +92,9 @@ class FinetuneSettings:
     lr: float = 0.0  # 0 = auto: 1e-2 linear, 1e-3 from a cnnlab model, 1e-4 from ImageNet
     val_fraction: float | None = None  # None = auto: 0.2 if every class has >= 30 images
     augment: bool | None = None  # None = auto: on, except for the cached linear strategy
-    early_stopping: int = 10  # epochs without validation gain (with a validation split)
+    # epochs without validation gain (0 = off): off, since with a few validation images it
+    # stopped after ~30 steps and never helped (benchmarks/bench_fewshot.py sweep)
+    early_stopping: int = 0
     lr_decay: float = 0.7  # discriminative: factor per layer going down
     image_size: int = 0  # 0 = the source's input size
     preprocess: str = ""  # "" = auto: the source's (mnist-digits only for digit-like folders)
