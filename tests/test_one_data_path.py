@@ -341,13 +341,6 @@ def test_a_blank_page_gets_an_error_never_a_label(
         loaded[name].predict([blank])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug in cnnlab.data.digits.to_mnist_form: its noise floor is 1.4826 x the MAD of all "
-    "pixels, which assumes the ink is a small minority; when a clean digit fills most of the "
-    "page (a tight crop, as its own error message advises) the MAD is large, 6 x noise "
-    "exceeds the stroke contrast and the digit is refused as blank (here: ink 25 on paper "
-    "235, 'the brightest strokes stand 0.541 above the background'). sklearn digits drawn "
-    "on 90 % of a page: 85 % refused, on 80 %: 5 %, on 70 %: none"))
 def test_a_tightly_cropped_digit_is_not_refused_as_blank(tmp_path: Path) -> None:
     from sklearn.datasets import load_digits
 

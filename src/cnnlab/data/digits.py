@@ -209,12 +209,17 @@ def to_mnist_form(image: Image.Image | np.ndarray, *, copy: bool = True) -> np.n
     residual = grey - _paper_surface(grey)
     signal = np.clip(residual, 0.0, 1.0)
 
-    # Noise floor from the median and MAD of all pixels (the ink is the minority), taken
-    # before clipping: clipping would zero half the paper and hide its noise.
-    median = float(np.median(residual))
-    noise = 1.4826 * float(np.median(np.abs(residual - median)))
+    # Noise floor from the median and MAD of the paper's pixels (those below Otsu's
+    # threshold), taken before clipping: clipping would zero half the paper and hide its
+    # noise. All pixels would do while the ink is a small minority, but a tightly cropped
+    # digit is mostly ink, and its spread would be taken for noise and the digit for blank.
+    otsu = _otsu(signal)
+    paper = residual[signal <= otsu]
+    paper = paper if paper.size >= 0.05 * residual.size else residual
+    median = float(np.median(paper))
+    noise = 1.4826 * float(np.median(np.abs(paper - median)))
     floor = median + 3 * noise
-    threshold = max(_otsu(signal), floor)
+    threshold = max(otsu, floor)
     mask = _median3_mask(signal > threshold)
     if not mask.any():
         raise _no_ink("nothing above the background but isolated specks")
