@@ -82,7 +82,7 @@ def test_unknown_recipe_suggests():
 
 
 def test_bad_set_syntax():
-    with pytest.raises(ConfigError, match="--set expects KEY=VALUE"):
+    with pytest.raises(ConfigError, match="Each override must be KEY=VALUE"):
         parse_set(["optim.lr"])
 
 

@@ -15,7 +15,6 @@ check cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import tomllib
 from collections.abc import Callable, Sequence
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-from cnnlab.errors import ConfigError
+from cnnlab.errors import ConfigError, SettingError, unknown_name
 
 __all__ = [
     "FLAGS",
@@ -45,15 +44,6 @@ __all__ = [
     "resolve_run_config",
     "setting",
 ]
-
-
-class SettingError(ConfigError):
-    """A setting with a value of the wrong type or out of range; ``key`` names it
-    (``"optim.weight_decay"``), so the CLI can name the flag the user gave instead."""
-
-    def __init__(self, key: str, expected: str, value: Any) -> None:
-        super().__init__(f"The '{key}' setting must be {expected}. Got {value!r} instead.")
-        self.key, self.expected, self.value = key, expected, value
 
 
 # --- field metadata: help, flag, range --------------------------------------------------------
@@ -288,7 +278,7 @@ class Config(_Section):
         """
         super().validate()
         if self.recipe and self.recipe not in RECIPES:
-            raise ConfigError(_unknown("recipe", self.recipe, list(RECIPES)))
+            raise ConfigError(unknown_name("recipe", self.recipe, list(RECIPES)))
         return self
 
 
@@ -338,14 +328,6 @@ RECIPE_HELP: dict[str, str] = {
 
 # --- merging ----------------------------------------------------------------------------------
 
-def _unknown(kind: str, name: str, known: list[str], prefix: str = "") -> str:
-    """"unknown ... 'x'; did you mean ...?" comparing names without their shared ``prefix``."""
-    close = difflib.get_close_matches(name.removeprefix(prefix),
-                                      [k.removeprefix(prefix) for k in known], n=3, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(repr(prefix + c) for c in close)}?" if close else ""
-    return f"unknown {kind} {name!r}{hint} (known: {', '.join(sorted(known))})"
-
-
 def _model_updates(updates: Any) -> tuple[str | None, dict[str, Any]]:
     """A ``[model]`` table as (the model name it gives or None, the builder kwargs it gives)."""
     if not isinstance(updates, dict):
@@ -374,7 +356,8 @@ def _merge(obj: Any, updates: dict[str, Any], prefix: str) -> Any:
     for key, value in updates.items():
         path = f"{prefix}{key}"
         if key not in known:
-            raise ConfigError(_unknown("config key", path, [f"{prefix}{k}" for k in known], prefix))
+            raise ConfigError(unknown_name("config key", path, [f"{prefix}{k}" for k in known],
+                                             prefix=prefix))
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
@@ -442,15 +425,15 @@ def parse_set(items: Sequence[str]) -> dict[str, Any]:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key or any(not p for p in key.split(".")):
-            raise ConfigError(
-                f"--set expects KEY=VALUE with a dotted key such as optim.lr=0.01; got {item!r}"
-            )
+            raise ConfigError(f"Each override must be KEY=VALUE with a dotted key, such as "
+                              f"optim.lr=0.01. Got {item!r} instead.")
         *parents, leaf = key.split(".")
         node = out
         for p in parents:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r} conflicts with an earlier --set of {p!r}")
+                raise ConfigError(f"the override {item!r} conflicts with an earlier override "
+                                  f"of {p!r}")
         node[leaf] = _parse_scalar(text.strip())
     return out
 
@@ -492,7 +475,7 @@ def resolve_config(*layers: dict[str, Any] | None, recipe: str | None = None) ->
     cfg = Config()
     if name:
         if name not in RECIPES:
-            raise ConfigError(_unknown("recipe", name, list(RECIPES)))
+            raise ConfigError(unknown_name("recipe", name, list(RECIPES)))
         cfg = _merge(cfg, RECIPES[name], "")
         cfg = dataclasses.replace(cfg, recipe=name)
     recipe_model = cfg.model
@@ -648,7 +631,7 @@ def flags_layer(values: dict[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         if name not in FLAG_KEYS:
-            raise ConfigError(_unknown("option", name, list(FLAG_KEYS)))
+            raise ConfigError(unknown_name("option", name, list(FLAG_KEYS)))
         *parents, leaf = FLAG_KEYS[name].split(".")
         node = layer
         for p in parents:

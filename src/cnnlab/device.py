@@ -39,7 +39,7 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
             raise DeviceError(
                 f"device {name!r} was requested but CUDA is not available "
                 f"(torch {torch.__version__}, built with CUDA: {torch.version.cuda or 'no'}); "
-                "use --device cpu, or --device auto to pick what is there"
+                "set device='cpu', or device='auto' to pick what is there"
             )
         dev = torch.device(name)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
@@ -54,7 +54,8 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
 def _describe(dev: torch.device) -> str:
     if dev.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(dev)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"cpu ({threads} thread{'' if threads == 1 else 's'})"
 
 
 # /proc/cpuinfo flags that mean native bf16 arithmetic: AVX-512 BF16 (Cooper Lake, Zen 4 and

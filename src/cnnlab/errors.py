@@ -6,6 +6,7 @@ do not know cnnlab can still catch them sensibly::
 
     CnnlabError
     +-- ConfigError (ValueError)          an invalid option, config file, --set or recipe
+    |   +-- SettingError                  one setting out of range; ``key`` names it
     |   +-- RegistryError (KeyError)      an unknown model, dataset, recipe, ... name
     +-- DataError (ValueError)            data that cannot be read or has the wrong form
     |   +-- DatasetNotFoundError (FileNotFoundError)
@@ -18,14 +19,18 @@ do not know cnnlab can still catch them sensibly::
 Messages say what and where, what was expected, what was found and how to fix it. Two
 builders give the common cases one form: :func:`invalid_value` (scikit-learn's "The 'x'
 setting must be ... Got ... instead.") and :func:`unknown_name` (with "did you mean").
-Library messages name settings (``train.lr``); the CLI says which flag sets them. The CLI
-turns these errors into one ``error: ...`` line and exit status 2; the service into a 4xx.
+Library messages name settings, never CLI flags: a config key (``optim.lr``), or a parameter
+of a function or settings object (``The 'shots' setting of finetune``, ``set data_dir``,
+``method='qat'``); the CLI says which of its flags sets them
+(:func:`cnnlab.cli.main.in_flag_terms`). The CLI turns these errors into one ``error: ...``
+line and exit status 2; the service into a 4xx.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "CheckpointError",
@@ -37,6 +42,7 @@ __all__ = [
     "ExportError",
     "ImageTooLargeError",
     "RegistryError",
+    "SettingError",
     "ShapeError",
     "close_names",
     "invalid_value",
@@ -50,6 +56,15 @@ class CnnlabError(Exception):
 
 class ConfigError(CnnlabError, ValueError):
     """An invalid option, config file, ``--set`` override or recipe."""
+
+
+class SettingError(ConfigError):
+    """A setting with a value of the wrong type or out of range; ``key`` names it
+    (``"optim.weight_decay"``), so the CLI can name the flag the user gave instead."""
+
+    def __init__(self, key: str, expected: str, value: Any) -> None:
+        super().__init__(invalid_value(key, value, expected))
+        self.key, self.expected, self.value = key, expected, value
 
 
 class RegistryError(ConfigError, KeyError):
@@ -101,16 +116,25 @@ def invalid_value(name: str, value: object, expected: str, *, kind: str = "setti
         f" {fix}" if fix else "")
 
 
-def close_names(name: str, known: Iterable[str], n: int = 3) -> list[str]:
-    """The known names closest to ``name`` (for "did you mean"), best first."""
-    return difflib.get_close_matches(name, list(known), n=n, cutoff=0.5)
+def close_names(name: str, known: Iterable[str], n: int = 3, *, prefix: str = "") -> list[str]:
+    """The known names closest to ``name`` (for "did you mean"), best first.
+
+    Names are compared without ``prefix`` where they share it: ``optim.lrr`` and ``optim.lr``
+    are as close as ``lrr`` and ``lr``, and ``optim.`` alone makes no name close.
+    """
+    if not prefix:
+        return difflib.get_close_matches(name, list(known), n=n, cutoff=0.5)
+    stems = {k.removeprefix(prefix): k for k in known}
+    return [stems[c] for c in difflib.get_close_matches(name.removeprefix(prefix), list(stems),
+                                                         n=n, cutoff=0.5)]
 
 
-def unknown_name(kind: str, name: str, known: Iterable[str], *, show_known: bool = True) -> str:
+def unknown_name(kind: str, name: str, known: Iterable[str], *, show_known: bool = True,
+                 prefix: str = "") -> str:
     """The message for an unknown name: ``unknown model 'lenet'; did you mean 'lenet5'?
-    (known: alexnet, lenet5, ...)``."""
+    (known: alexnet, lenet5, ...)``. ``prefix``: as for :func:`close_names`."""
     names = sorted(known)
-    close = close_names(name, names)
+    close = close_names(name, names, prefix=prefix)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     listed = f" (known: {', '.join(names) or 'none'})" if show_known else ""
     return f"unknown {kind} {name!r}{hint}{listed}"

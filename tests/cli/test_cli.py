@@ -229,3 +229,25 @@ def test_library_messages_name_settings_and_the_cli_names_flags():
     assert in_flag_terms("The 'optim.lr' setting must be", verbs["train"]) == (
         "The 'optim.lr' setting must be")
     assert in_flag_terms(message, None) == message
+
+
+def test_in_flag_terms_names_values_and_the_options_of_sub_verbs():
+    from cnnlab.cli.main import build_parser, in_flag_terms
+
+    verbs = build_parser().verbs
+    # a setting's value in parentheses follows its flag
+    assert in_flag_terms("The 'shots' setting of finetune (9) needs more than 9 images",
+                         verbs["finetune"]) == "--shots 9 needs more than 9 images"
+    # name=value: the flag with its value; a flag without one for booleans, --no-x for False
+    assert in_flag_terms("scratch=True goes with strategy='finetune' only; set "
+                         "feature_cache=False, or set overwrite=True", verbs["finetune"]) == (
+        "--scratch goes with --strategy finetune only; pass --no-feature-cache, or pass "
+        "--overwrite")
+    # no flag gives it (store_true cannot be False), other settings, dotted keys: unchanged
+    assert in_flag_terms("overwrite=False; set model.width=4; optim.lr=0.1; residual=False",
+                         verbs["train"]) == (
+        "overwrite=False; set model.width=4; optim.lr=0.1; residual=False")
+    # a verb with sub-verbs lends their options
+    assert in_flag_terms("The 'form' setting of export_dataset must be mnist or raw. Got 'x' "
+                         "instead.", verbs["data"]) == (
+        "--form must be mnist or raw. Got 'x' instead.")

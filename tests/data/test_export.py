@@ -52,5 +52,6 @@ def test_export_registered_dataset_and_errors(mnist_dir: Path, tmp_path: Path) -
     assert ds.images.shape[1:] == (1, 28, 28)
     with pytest.raises(ConfigError, match="cannot export 'cifar'"):
         export_dataset("cifar", tmp_path / "x", progress=False)
-    with pytest.raises(ConfigError, match="--form must be mnist or raw"):
+    with pytest.raises(ConfigError, match="The 'form' setting of export_dataset must be "
+                                          "mnist or raw"):
         export_dataset("sklearn-digits", tmp_path / "x", form="png", progress=False)

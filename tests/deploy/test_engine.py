@@ -135,7 +135,7 @@ def test_int8_engine_without_training_data_says_how_to_get_one(
     shutil.rmtree(tmp_path / "data")  # the run moved to a machine without its data
     with pytest.raises(ExportError, match="cannot make the INT8 engine") as info:
         cnnlab.load(tmp_path / "run", engine="int8")
-    assert "model.int8.onnx" in str(info.value) and "--engine onnx" in str(info.value)
+    assert "model.int8.onnx" in str(info.value) and "set engine='onnx'" in str(info.value)
     assert not list(cache_dir().glob("*.int8.onnx"))  # nothing half-made left behind
 
 
@@ -196,5 +196,5 @@ def test_no_check_images_is_an_error_not_random_images(run_dir: Path, tmp_path: 
     ckpt["config"]["data"]["dataset"] = str(tmp_path / "gone")
     torch.save(ckpt, moved / "model.pt")
     (moved / "splits.json").unlink()
-    with pytest.raises(ExportError, match=r"no images to check .* pass --data-dir"):
+    with pytest.raises(ExportError, match=r"no images to check .* set data_dir"):
         check_images(cnnlab.load(moved), None)

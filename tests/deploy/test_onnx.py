@@ -53,7 +53,8 @@ def test_torchscript_export(run_dir: Path, tmp_path: Path) -> None:
 
 
 def test_export_errors(run_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="--format must be one of onnx, torchscript"):
+    with pytest.raises(ConfigError, match="The 'fmt' setting of export_model must be one of "
+                                          "onnx, torchscript"):
         export_model(run_dir, tmp_path / "m.x", fmt="tflite")
     # a parity failure removes the file and says by how much
     with pytest.raises(ExportError, match=r"does not match PyTorch .*the file was removed"):
@@ -104,9 +105,11 @@ def test_quantize(run_dir: Path, tmp_path: Path, method: str) -> None:
 
 
 def test_quantize_errors(run_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="--method must be one of static, dynamic"):
+    with pytest.raises(ConfigError, match="The 'method' setting of quantize_model must be one "
+                                          "of static, dynamic"):
         quantize_model(run_dir, tmp_path / "q.onnx", method="qat8")
-    with pytest.raises(ConfigError, match="--calibration must be >= 1"):
+    with pytest.raises(ConfigError, match="The 'calibration' setting of quantize_model "
+                                          "must be >= 1"):
         quantize_model(run_dir, tmp_path / "q.onnx", calibration=0)
     # the training data is gone: static quantisation has nothing to calibrate on
     moved = tmp_path / "run"

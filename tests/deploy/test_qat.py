@@ -152,6 +152,6 @@ def test_quantize_qat_errors(run_dir: Path, tmp_path: Path) -> None:
     torch.save(ckpt, moved / "model.pt")
     (moved / "splits.json").unlink()  # the split manifest would still find the files
     with pytest.raises(ExportError, match=r"quantisation-aware training .* needs the images "
-                                          r"from the model's training data.*--data-dir"):
+                                          r"from the model's training data.*set data_dir"):
         quantize_model(moved, tmp_path / "q.onnx", method="qat")
     assert not (tmp_path / "q.onnx").exists()

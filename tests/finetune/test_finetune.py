@@ -136,7 +136,7 @@ def test_gradual_unfreezing_and_discriminative_rates(source: Path, target: Path,
 def test_scratch_baseline(source: Path, target: Path, tmp_path: Path) -> None:
     r = finetune(_settings(source, target, tmp_path / "s", shots=4, scratch=True))
     assert r.info["scratch"] and r.info["head"] == "new"
-    with pytest.raises(ConfigError, match=r"--scratch .* --strategy finetune only"):
+    with pytest.raises(ConfigError, match=r"scratch=True .* strategy='finetune' only"):
         finetune(_settings(source, target, tmp_path / "s2", scratch=True, strategy="linear"))
 
 
@@ -148,7 +148,8 @@ def test_bad_inputs(source: Path, target: Path, tmp_path: Path) -> None:
     one = write_image_folder(tmp_path / "one", n_per_class=4, num_classes=1, size=16)
     with pytest.raises(DataError, match="one class"):
         finetune(_settings(source, one, tmp_path / "o2"))
-    with pytest.raises(DataError, match=r"--shots 12 needs more than 12 images .*'a' \(12\)"):
+    with pytest.raises(DataError, match=r"The 'shots' setting of finetune \(12\) needs more "
+                                        r"than 12 images .*'a' \(12\)"):
         finetune(_settings(source, target, tmp_path / "o3", shots=12))
     broken = write_image_folder(tmp_path / "broken", n_per_class=4, num_classes=2, size=16)
     (broken / "class_0" / "bad.png").write_bytes(b"not a png")
@@ -157,9 +158,9 @@ def test_bad_inputs(source: Path, target: Path, tmp_path: Path) -> None:
     other = write_image_folder(tmp_path / "other", n_per_class=3, num_classes=2, size=16)
     with pytest.raises(DataError, match="same class folders"):
         finetune(_settings(source, target, tmp_path / "o5", val_dir=str(other)))
-    with pytest.raises(ConfigError, match="--shots must be >= 0"):
+    with pytest.raises(ConfigError, match="The 'shots' setting of finetune must be >= 0"):
         finetune(_settings(source, target, tmp_path / "o6", shots=-1))
-    with pytest.raises(ConfigError, match="--strategy must be one of"):
+    with pytest.raises(ConfigError, match="The 'strategy' setting of finetune must be one of"):
         finetune(_settings(source, target, tmp_path / "o7", strategy="freeze"))
     not_model = tmp_path / "x.pt"
     torch.save({"weights": torch.zeros(3)}, not_model)

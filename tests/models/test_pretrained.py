@@ -331,7 +331,7 @@ def test_missing_unexpected_and_misshapen_keys_are_named() -> None:
 
 def test_unknown_architecture_asks_for_arch(tmp_path: Path) -> None:
     path = _save(_tiny("resnet-tiny").state_dict(), tmp_path / "resnet.pth")
-    with pytest.raises(CheckpointError, match=r"cannot tell which architecture.*--arch"):
+    with pytest.raises(CheckpointError, match=r"cannot tell which architecture.*set arch"):
         create_pretrained(str(path))
 
 

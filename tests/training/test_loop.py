@@ -83,7 +83,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, monkeypatch):
 
 
 def test_resume_without_a_run_is_an_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"--resume needs a run directory with last\.pt"):
+    with pytest.raises(ConfigError, match=r"resume=True needs a run directory with last\.pt"):
         fit(_cfg(), out_dir=tmp_path, resume=True, progress=False, data=prepared_data())
 
 
@@ -156,7 +156,7 @@ def test_resume_after_early_stopping_trains_no_more(tmp_path):
 
 def test_resume_with_another_model_is_refused(tmp_path):
     fit(_cfg(train={"epochs": 1}), out_dir=tmp_path, progress=False, data=prepared_data())
-    with pytest.raises(ConfigError, match=r"--resume: .* was trained as"):
+    with pytest.raises(ConfigError, match=r"cannot resume: .* was trained as"):
         fit(_cfg(train={"epochs": 1}, model={"name": "lenet5"}), out_dir=tmp_path, resume=True,
             progress=False, data=prepared_data())
 
@@ -164,7 +164,7 @@ def test_resume_with_another_model_is_refused(tmp_path):
 def test_an_existing_run_is_not_overwritten_by_accident(tmp_path):
     fit(_cfg(train={"epochs": 1}), out_dir=tmp_path, progress=False, data=prepared_data())
     before = (tmp_path / "model.pt").read_bytes()
-    with pytest.raises(ConfigError, match="already holds a run; pass --resume to continue it"):
+    with pytest.raises(ConfigError, match="already holds a run; set resume=True to continue it"):
         fit(_cfg(train={"epochs": 1}), out_dir=tmp_path, progress=False, data=prepared_data())
     assert (tmp_path / "model.pt").read_bytes() == before
     fit(_cfg(train={"epochs": 1, "seed": 3}), out_dir=tmp_path, overwrite=True, progress=False,

@@ -128,7 +128,7 @@ def test_resume_after_an_interruption_trains_only_what_is_left(tmp_path, monkeyp
         return fit(cfg, **kw)
 
     monkeypatch.setattr(cv_module, "fit", spy)
-    with pytest.raises(ConfigError, match="already holds a cross-validation; pass --resume"):
+    with pytest.raises(ConfigError, match="already holds a cross-validation; set resume=True"):
         cross_validate(_cfg(), FOLDS, out_dir=out, progress=False, data=_data())
     result = cross_validate(_cfg(), FOLDS, out_dir=out, resume=True, progress=False,
                             data=_data())
@@ -188,9 +188,10 @@ def test_folds_must_be_an_int_of_at_least_2(folds, tmp_path):
 
 def test_every_class_needs_at_least_folds_images(tmp_path):
     data = prepared_data(n_per_class=2, num_classes=2, val_per_class=1, test_per_class=1)
-    with pytest.raises(DataError, match=r"every class needs at least folds=4 training images so "
-                                        r"that each fold validates on it; too few in class '0' "
-                                        r"\(3\), '1' \(3\)\. Lower --folds"):
+    with pytest.raises(DataError, match=r"The 'folds' setting of cross_validate \(4\) needs at "
+                                        r"least 4 training images in every class, so that each "
+                                        r"fold validates on it; too few in class '0' \(3\), '1' "
+                                        r"\(3\)\. Lower it"):
         cross_validate(_cfg(), 4, out_dir=tmp_path, progress=False, data=data)
     assert not (tmp_path / "folds.json").exists()
 

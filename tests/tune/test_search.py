@@ -161,7 +161,7 @@ def test_invalid_settings(folder: Path, tmp_path: Path) -> None:
         s = _settings(folder, tmp_path, params)
         base = dataclasses.replace(s.base, data=dataclasses.replace(s.base.data, val_fraction=0))
         check_settings(dataclasses.replace(s, base=base))
-    with pytest.raises(ConfigError, match="--workers must be >= 1"):
+    with pytest.raises(ConfigError, match="The 'workers' setting of tune must be >= 1"):
         check_settings(_settings(folder, tmp_path, params, workers=0))
     with pytest.raises(ConfigError, match="grid sampler needs the points"):
         check_settings(_settings(folder, tmp_path, {"optim.lr": {"low": 0.1, "high": 0.2}},

@@ -7,6 +7,7 @@ stderr, no traceback unless ``--debug``), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import ast
 import logging
 import re
 import sys
@@ -51,22 +52,81 @@ def build_parser() -> Parser:
     return parser
 
 
+# a value as library messages write it, a Python literal: 'qat', True, False, 3, 0.5
+_LITERAL = r"'[^']*'|\"[^\"]*\"|True|False|-?\d+(?:\.\d+)?(?:e-?\d+)?"
+
+
+def _verb_options(verb_parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """The verb's options by dest. A verb with sub-verbs (``data``, ``feedback``) has theirs,
+    where a dest is the same option in all of them."""
+    options: dict[str, argparse.Action] = {}
+    ambiguous: set[str] = set()
+    parsers = [verb_parser]
+    while parsers:
+        # argparse has no public way to list a parser's options: _actions is what it keeps
+        # them in
+        for action in parsers.pop()._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+            elif action.option_strings and action.dest != "help":
+                known = options.setdefault(action.dest, action)
+                if known.option_strings != action.option_strings:
+                    ambiguous.add(action.dest)
+    return {dest: a for dest, a in options.items() if dest not in ambiguous}
+
+
+def _flag(action: argparse.Action) -> str:
+    """The option's long name; ``--x`` of ``--x/--no-x``."""
+    names = [o for o in action.option_strings if o.startswith("--")] or action.option_strings
+    return max([o for o in names if not o.startswith("--no-")] or names, key=len)
+
+
+def _flag_with(action: argparse.Action, literal: str) -> str | None:
+    """What to pass for the setting to have the value ``literal``: ``--method qat``,
+    ``--overwrite``, ``--no-feature-cache``; None when no flag gives it (``overwrite=False``)."""
+    value = ast.literal_eval(literal)
+    if action.nargs == 0:
+        if isinstance(action, argparse.BooleanOptionalAction) and isinstance(value, bool):
+            negative = [o for o in action.option_strings if o.startswith("--no-")]
+            return _flag(action) if value or not negative else negative[0]
+        return _flag(action) if value == action.const else None
+    return f"{_flag(action)} {value if isinstance(value, str) else literal}"
+
+
 def in_flag_terms(message: str, verb_parser: argparse.ArgumentParser | None) -> str:
     """A library message, which names settings, in the flags of the verb that ran: the one
-    place where settings become flags. ``The 'shots' setting of finetune must be ...``
-    becomes ``--shots must be ...`` and ``set data_dir`` becomes ``pass --data-dir``, for the
-    settings the verb has a flag for; other text is left as it is."""
+    place where settings become flags. For the settings the verb has a flag for:
+
+    - ``The 'shots' setting of finetune must be ...`` becomes ``--shots must be ...``, and
+      ``The 'shots' setting of finetune (9) needs ...`` becomes ``--shots 9 needs ...``;
+    - ``set data_dir`` becomes ``pass --data-dir``;
+    - a setting with a value, ``method='qat'``, ``overwrite=True``, ``feature_cache=False``,
+      becomes ``--method qat``, ``--overwrite``, ``--no-feature-cache`` (``set ...``:
+      ``pass ...``).
+
+    Other text, config keys (``optim.lr``) included, is left as it is."""
     if verb_parser is None:
         return message
-    # argparse has no public way to list a parser's options: _actions is what it keeps them in
-    flags = {a.dest: max(a.option_strings, key=len) for a in verb_parser._actions
-             if a.option_strings and a.dest != "help"}
-    if not flags:
+    options = _verb_options(verb_parser)
+    if not options:
         return message
-    names = "|".join(re.escape(d) for d in sorted(flags, key=len, reverse=True))
-    message = re.sub(rf"The '({names})' setting of [\w-]+ must be",
-                     lambda m: f"{flags[m.group(1)]} must be", message)
-    return re.sub(rf"\bset ({names})\b", lambda m: f"pass {flags[m.group(1)]}", message)
+    names = "|".join(re.escape(d) for d in sorted(options, key=len, reverse=True))
+
+    def setting(m: re.Match[str]) -> str:
+        action = options[m.group(1)]
+        if m.group(2) is None:
+            return _flag(action)
+        return _flag_with(action, m.group(2)) or f"{_flag(action)} ({m.group(2)})"
+
+    def valued(m: re.Match[str]) -> str:
+        flag = _flag_with(options[m.group(2)], m.group(3))
+        return m.group(0) if flag is None else ("pass " if m.group(1) else "") + flag
+
+    message = re.sub(rf"\b[Tt]he '({names})' setting of [\w-]+(?: \(({_LITERAL})\))?",
+                     setting, message)
+    message = re.sub(rf"(?<![\w.'\"-])(set )?({names})=({_LITERAL})(?!\w)", valued, message)
+    return re.sub(rf"\bset ({names})(?![\w-]|\.\w)",
+                  lambda m: f"pass {_flag(options[m.group(1)])}", message)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -139,7 +199,26 @@ def _tune_malloc() -> None:
         pass
 
 
+def _choose_threads(argv: Sequence[str]) -> None:
+    """Start torch with as many threads as cores are free (:mod:`cnnlab._threads`), or with
+    ``--threads N``; one log line when busy cores made it fewer. Must run before torch is
+    imported: OpenMP reads ``OMP_NUM_THREADS`` once, when it loads.
+
+    With one of two cores busy, torch's default of one thread per core trained several times
+    slower than one thread (``benchmarks/bench_contention.py``).
+    """
+    from cnnlab._threads import apply_thread_policy
+
+    if not argv or {"-h", "--help", "--version"} & set(argv):
+        return  # nothing will compute
+    note = apply_thread_policy(argv)
+    if note:
+        _setup_logging("-q" in argv or "--quiet" in argv)
+        logging.getLogger("cnnlab").info("%s", note)
+
+
 def entry() -> None:
     """Console-script entry point."""
     _tune_malloc()
+    _choose_threads(sys.argv[1:])
     sys.exit(main())

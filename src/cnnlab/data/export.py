@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cnnlab.errors import ConfigError, DataError
+from cnnlab.errors import ConfigError, DataError, invalid_value
 from cnnlab.progress import Progress
 
 __all__ = ["EXPORTS", "digits_to_mnist_form", "export_dataset"]
@@ -95,7 +95,8 @@ def export_dataset(name: str, out: str | Path, *, form: str = "mnist", split: st
     from cnnlab.data import DATASETS
 
     if form not in ("mnist", "raw"):
-        raise ConfigError(f"--form must be mnist or raw; got {form!r}")
+        raise ConfigError(invalid_value("form", form, "mnist or raw",
+                                        kind="setting of export_dataset"))
     if name == "sklearn-digits":
         arrays, targets, classes = _sklearn_digits(form)
     elif name in DATASETS:
@@ -104,14 +105,15 @@ def export_dataset(name: str, out: str | Path, *, form: str = "mnist", split: st
         known = ", ".join([*EXPORTS, *DATASETS.names()])
         raise ConfigError(f"cannot export {name!r}; exportable datasets: {known}")
     if limit < 0:
-        raise ConfigError(f"--limit must be >= 0 (0 = all); got {limit}")
+        raise ConfigError(invalid_value("limit", limit, ">= 0 (0 = all)",
+                                        kind="setting of export_dataset"))
     if limit:
         arrays, targets = arrays[:limit], targets[:limit]
     dest = Path(out)
     occupied = dest.is_file() or (dest.is_dir() and any(dest.iterdir()))
     if occupied and not overwrite:
-        raise ConfigError(f"{dest} already exists; pass --overwrite to replace it or choose "
-                              "another --out")
+        raise ConfigError(f"{dest} already exists; set overwrite=True to replace it, or "
+                          "choose another directory")
     tmp = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     counts: dict[str, int] = {}

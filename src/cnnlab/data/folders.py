@@ -360,5 +360,5 @@ def load_image_folder(
         found = ", ".join(f"{h}x{w} ({n})" for (h, w), n in shapes.most_common(5))
         raise DataError(
             f"{listing.root}: images differ in size (HxW, count: {found}); pass a size to "
-            f"resize them all to, e.g. size=({common[0]}, {common[1]}) (--image-size)"
+            f"resize them all to, e.g. size=({common[0]}, {common[1]})"
         ) from e

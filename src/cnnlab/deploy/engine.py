@@ -142,15 +142,15 @@ def int8_engine(checkpoint: str | Path, *, data_dir: str | None = None,
                    f"({cause})" if isinstance(cause, DataError) else str(e))
             raise ExportError(
                 f"cannot make the INT8 engine for {path}: {why}. Quantise it where the data "
-                f"is, into {path.with_name(f'{path.stem}.int8.onnx')} (`cnnlab quantize "
-                "CHECKPOINT --data-dir DIR --out THAT_FILE`), or run it with --engine onnx"
+                f"is, into {path.with_name(f'{path.stem}.int8.onnx')} (quantize_model, or the "
+                "quantize command), or set engine='onnx'"
             ) from e
         refused = int8_gate(report)
         if refused is not None:
             target.unlink(missing_ok=True)
             raise ExportError(
-                f"the INT8 quantisation of {path} is not used: {refused}; run it with --engine "
-                "onnx, or try `cnnlab quantize --method qat`")
+                f"the INT8 quantisation of {path} is not used: {refused}; set engine='onnx', or "
+                "quantise it with quantisation-aware training (method='qat')")
         found = target
     return load_onnx(found, spinning=spinning, threads=threads)
 

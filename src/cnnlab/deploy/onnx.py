@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnlab.errors import ConfigError, ExportError
+from cnnlab.errors import ConfigError, ExportError, invalid_value
 from cnnlab.inference.ort import OnnxModel, load_onnx
 
 __all__ = ["DEFAULT_OPSET", "OnnxModel", "compact_names", "export_model", "export_onnx",
@@ -223,7 +223,7 @@ def check_images(model: Any, data_dir: str | None, limit: int = 0,
         raise ExportError(
             f"no images to check {model.path or 'the model'} on: its validation or training "
             f"data is not here ({errors[-1] if errors else 'no data recorded'}) and no "
-            f"{samples_path(model.path or 'model.pt').name} lies beside it; pass --data-dir")
+            f"{samples_path(model.path or 'model.pt').name} lies beside it; set data_dir")
     images, targets, what = found
     if limit and len(images) > limit:
         keep, _ = stratified_split(targets, 1 - limit / len(images), 0)
@@ -261,7 +261,8 @@ def export_model(source: str | Path, out: str | Path, *, fmt: str = "onnx",
     from cnnlab.inference.model import load_model
 
     if fmt not in FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+        raise ConfigError(invalid_value("fmt", fmt, f"one of {', '.join(FORMATS)}",
+                                        kind="setting of export_model"))
     model = load_model(source)
     out = Path(out)
     t0 = time.perf_counter()

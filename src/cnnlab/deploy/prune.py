@@ -238,7 +238,8 @@ def _convnet(model: ConvNet, amount: float) -> ChannelPruned:
         raise ConfigError(
             "channel pruning cannot shrink a residual convnet: a skip connection adds the "
             "block's input to its output channel by channel, so both sides would have to lose "
-            "the same channels; use --method magnitude, or a convnet with residual=false")
+            "the same channels; use magnitude pruning (method='magnitude'), or a convnet with "
+            "residual=false")
     blocks = _conv_blocks(model)
     dev = next(model.parameters()).device
     keeps = [_top(_conv_scores(b.conv, b.bn), _keep_count(b.conv.out_channels, amount))
@@ -345,7 +346,7 @@ def prune_channels(model: Classifier, amount: float, *, name: str | None = None
         raise ConfigError(
             f"channel pruning supports the {', '.join(CHANNEL_FAMILIES)} models, whose next "
             f"layer can be shrunk to match; {type(model).__name__} is not one of them. Use "
-            "--method magnitude, which works on every model.")
+            "magnitude pruning (method='magnitude'), which works on every model.")
     result.model.input_spec = model.input_spec
     result.model.to(next(model.parameters()).device)
     result.model.train(model.training)
@@ -435,8 +436,8 @@ def prune_checkpoint(
         raise ConfigError(f"the fine-tuning learning rate must be > 0; got {lr!r}")
     out = Path(out)
     if not overwrite and ((out / "model.pt").exists() or (out / "last.pt").exists()):
-        raise ConfigError(f"{out} already holds a run; pass --overwrite to replace it or choose "
-                          "another --out")
+        raise ConfigError(f"{out} already holds a run; set overwrite=True to replace it, or "
+                          "choose another directory")
 
     src = load_model(source)
     classifier = src.classifier
@@ -451,7 +452,7 @@ def prune_checkpoint(
         data = prepare_data(cfg.data, seed=cfg.train.seed, progress=progress)
     if list(data.classes) != list(src.classes):
         raise ConfigError(f"the data has classes {data.classes}, the checkpoint {src.classes}; "
-                          "point --data-dir at the data the source was trained on")
+                          "set data_dir to use the data the source was trained on")
     # train with the normalisation the source was trained with (and records)
     data = dataclasses.replace(data, mean=tuple(spec.mean), std=tuple(spec.std))
     split = "test" if data.test is not None else ("val" if data.val is not None else None)

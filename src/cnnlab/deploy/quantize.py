@@ -35,7 +35,7 @@ from cnnlab.deploy.onnx import (
     load_onnx,
     parity,
 )
-from cnnlab.errors import ConfigError, ExportError
+from cnnlab.errors import ConfigError, ExportError, invalid_value
 from cnnlab.inference.checkpoint import checkpoint_sha256
 
 __all__ = ["METHODS", "quantize_model", "time_onnx"]
@@ -59,10 +59,10 @@ def _training_split(model: Any, data_dir: str | None, method: str) -> Any:
             if stored is not None:
                 return ImageDataset(stored[0], stored[1], list(model.classes), "samples")
         what = ("static quantisation needs calibration images" if method == "static" else
-                "quantisation-aware training (--method qat) needs the images")
+                "quantisation-aware training (method='qat') needs the images")
         raise ExportError(
             f"{what} from the model's training data, and those could not be loaded ({e}); "
-            "pass --data-dir, or use --method dynamic, which needs none") from e
+            "set data_dir, or set method='dynamic', which needs none") from e
 
 
 def _stratified(targets: torch.Tensor, n: int) -> torch.Tensor:
@@ -164,9 +164,11 @@ def quantize_model(source: str | Path, out: str | Path, *, method: str = "static
     from cnnlab.inference.model import load_model
 
     if method not in METHODS:
-        raise ConfigError(f"--method must be one of {', '.join(METHODS)}; got {method!r}")
+        raise ConfigError(invalid_value("method", method, f"one of {', '.join(METHODS)}",
+                                        kind="setting of quantize_model"))
     if calibration < 1:
-        raise ConfigError(f"--calibration must be >= 1 images; got {calibration}")
+        raise ConfigError(invalid_value("calibration", calibration, ">= 1 (images)",
+                                        kind="setting of quantize_model"))
     if method == "qat":
         if isinstance(qat_epochs, bool) or not isinstance(qat_epochs, int) or qat_epochs < 1:
             raise ConfigError(f"--epochs must be >= 1 for --method qat (the passes of "

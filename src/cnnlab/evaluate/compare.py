@@ -83,8 +83,8 @@ def _check_names(models: list[str], baselines: list[str]) -> None:
     from cnnlab.models import MODELS
 
     if not models and not baselines:
-        raise ConfigError("compare needs at least one model or baseline; e.g. "
-                          "--models paper-cnn --baselines hog-svm")
+        raise ConfigError("compare needs at least one model or baseline; set models (such as "
+                          "paper-cnn) or set baselines (such as hog-svm)")
     for name in models:
         MODELS.entry(name)
     for name in baselines:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnlab.errors import ConfigError, DataError
+from cnnlab.errors import ConfigError, DataError, invalid_value
 from cnnlab.feedback.store import FeedbackStore
 from cnnlab.feedback.versions import register
 
@@ -62,8 +62,11 @@ def retrain(champion: str, store_url: str, out: str | Path, *, replay: int = 500
     from cnnlab.training.data import PreparedData, load_split
     from cnnlab.training.loop import fit
 
-    if not 0 < holdout < 1 or replay < 0 or epochs < 1:
-        raise ConfigError("--holdout must be in (0, 1), --replay >= 0 and --epochs >= 1")
+    for name, value, ok, expected in (("holdout", holdout, 0 < holdout < 1, "in (0, 1)"),
+                                      ("replay", replay, replay >= 0, ">= 0"),
+                                      ("epochs", epochs, epochs >= 1, ">= 1")):
+        if not ok:
+            raise ConfigError(invalid_value(name, value, expected, kind="setting of retrain"))
     store = FeedbackStore(store_url)
     champ = load_model(champion)
     fb = _feedback_dataset(store, champ)
@@ -75,7 +78,7 @@ def retrain(champion: str, store_url: str, out: str | Path, *, replay: int = 500
         train_full, _ = load_split(champ, "train", data_dir=data_dir, progress=progress)
     except Exception as e:
         raise DataError(f"retraining replays the champion's training data, which could not be "
-                        f"loaded ({e}); pass --data-dir") from e
+                        f"loaded ({e}); set data_dir") from e
     # validation decides (with held-out feedback); the test split is reported after
     val: Any = None
     try:

@@ -461,7 +461,7 @@ def create_pretrained(
         raise CheckpointError(
             f"cannot tell which architecture the weights in {str(path)!r} are for: their keys "
             f"({len(state)}, first {next(iter(state))!r}) match none of "
-            f"{', '.join(GUESSABLE_ARCHS)}. Pass the model name with --arch (arch=...)"
+            f"{', '.join(GUESSABLE_ARCHS)}; set arch to say which model they are for"
         )
     size = input_size if input_size is not None else (spec.input_size if spec else 224)
     model = create_model(arch, in_channels=in_channels, num_classes=num_classes, input_size=size)

@@ -69,7 +69,7 @@ def fit_head_on_features(model: Classifier, cfg: Config, data: PreparedData, *,
 
     out = Path(out_dir) if out_dir is not None else None
     if out is not None and (out / "model.pt").exists() and not overwrite:
-        raise ConfigError(f"{out} already holds a run; pass --overwrite to replace it")
+        raise ConfigError(f"{out} already holds a run; set overwrite=True to replace it")
     t = cfg.train
     device = resolve_device(t.device)
     if t.threads:
@@ -94,7 +94,7 @@ def fit_head_on_features(model: Classifier, cfg: Config, data: PreparedData, *,
         raise ConfigError(
             f"{type(model).__name__}.forward_head(pre_logits=True) gives {feats['train'].shape[1]}"
             f" features but its last layer takes {head.in_features}; the feature cache needs "
-            "them to match (pass --no-feature-cache)")
+            "them to match (set feature_cache=False)")
     x_train, y_train = feats["train"].to(device), data.train.targets.to(device)
     n = len(x_train)
     steps = math.ceil(n / t.batch_size)

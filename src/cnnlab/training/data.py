@@ -90,12 +90,12 @@ def _auto_size(listing: FolderListing) -> tuple[int, int]:
     if max(h, w) > MAX_AUTO_SIDE:
         f = MAX_AUTO_SIDE / max(h, w)
         h2, w2 = max(1, round(h * f)), max(1, round(w * f))
-        log.info("%s: images of %dx%d are trained at %dx%d (set --image-size to choose)",
+        log.info("%s: images of %dx%d are trained at %dx%d (set data.image_size to choose)",
                  listing.root, h, w, h2, w2)
         return (h2, w2)
     if n < total:
         log.info("%s: images differ in size; all are resized to the most common, %dx%d (%d of "
-                 "%d; set --image-size to choose)", listing.root, h, w, n, total)
+                 "%d; set data.image_size to choose)", listing.root, h, w, n, total)
     return (h, w)
 
 
@@ -140,7 +140,7 @@ def suggest_digit_preprocess(listing: FolderListing, source_spec: Preprocess,
     if looks:
         return source_spec
     log.warning("%s does not look like digits on paper (%s): its images are resized to "
-                "%dx%d instead of brought to MNIST form; pass --preprocess mnist-digits to "
+                "%dx%d instead of brought to MNIST form; set preprocess='mnist-digits' to "
                 "insist", listing.root, why, source_spec.height, source_spec.width)
     return Preprocess("resize", source_spec.channels, source_spec.height, source_spec.width)
 
@@ -336,8 +336,8 @@ def _manifest_folder_split(manifest: dict[str, Any], split: str, pre: Preprocess
     entry = manifest["splits"][split]
     entries, root = entry["files"], Path(entry["root"])
     if not root.is_dir():
-        raise DataError(f"{where}: the folder of its {split} split, {root}, is not here; pass the "
-                        "images to evaluate with --data-dir")
+        raise DataError(f"{where}: the folder of its {split} split, {root}, is not here; set "
+                        "data_dir to evaluate on other images")
     index = {c: i for i, c in enumerate(classes)}
     unknown = sorted({e["class"] for e in entries} - set(index))
     if unknown:
@@ -349,7 +349,7 @@ def _manifest_folder_split(manifest: dict[str, Any], split: str, pre: Preprocess
     if missing:
         raise DataError(f"{where}: {len(missing)} of the {len(entries)} files of the {split} "
                         f"split are gone from {root} (first: {missing[0]}); restore them, or "
-                        "evaluate on a folder with --data-dir")
+                        "set data_dir to evaluate on another folder")
     ds, digests = read_folder_images(listing, pre, progress=progress,
                                      name=f"{root.name} {split}")
     changed = [e["path"] for e, d in zip(entries, digests, strict=True) if e["sha256"] != d]
@@ -405,7 +405,7 @@ def load_split(model: Any, split: str = "test", *, dataset: str | None = None,
     trained_on = str(data_cfg.get("dataset") or "mnist")
     if dataset is None and data_dir and Path(data_dir).is_dir() \
             and _is_class_folder(Path(data_dir)) and not _has_idx(Path(data_dir)):
-        dataset, data_dir = data_dir, None  # --data-dir names an image folder
+        dataset, data_dir = data_dir, None  # data_dir names an image folder
     name = dataset or trained_on
     if name in DATASETS:
         origin = "own" if name == trained_on else "external"
@@ -425,8 +425,8 @@ def load_split(model: Any, split: str = "test", *, dataset: str | None = None,
             str(root), split, "own", f"{root} {split} split (splits.json)")
     if dataset is None and own and manifest is None:
         raise DataError(f"{run_dir}: the run has no splits.json, so its {split} split of {root} "
-                        "is unknown (it was trained before cnnlab wrote manifests); pass a "
-                        "folder of held-out images with --data-dir")
+                        "is unknown (it was trained before cnnlab wrote manifests); set "
+                        "data_dir to evaluate on a folder of held-out images")
     if not root.is_dir():
         raise DataError(f"dataset {name!r} is neither a known dataset "
                         f"({', '.join(DATASETS.names())}) nor an image folder; pass a name or a "

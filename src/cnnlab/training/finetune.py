@@ -53,7 +53,7 @@ from cnnlab.data import (
     probe_images,
     read_folder_images,
 )
-from cnnlab.errors import CheckpointError, ConfigError, DataError
+from cnnlab.errors import CheckpointError, ConfigError, DataError, invalid_value
 from cnnlab.inference.preprocess import KINDS, Preprocess
 from cnnlab.models import Classifier, InputSpec, create_model
 from cnnlab.training.data import (
@@ -98,7 +98,7 @@ class FinetuneSettings:
     lr_decay: float = 0.7  # discriminative: factor per layer going down
     image_size: int = 0  # 0 = the source's input size
     preprocess: str = ""  # "" = auto: the source's (mnist-digits only for digit-like folders)
-    test_fraction: float = 0.2  # no --test-dir and no --shots: the held-out test share
+    test_fraction: float = 0.2  # no test_dir and no shots: the held-out test share
     feature_cache: bool = True  # linear strategy: compute the frozen features once
     seed: int = 0
     device: str = "auto"
@@ -216,9 +216,9 @@ def _take_shots(listing: FolderListing, shots: int, seed: int
     if short:
         listed = ", ".join(f"{c!r} ({n})" for c, n in short)
         raise DataError(
-            f"--shots {shots} needs more than {shots} images in every class (the rest are the "
-            f"test split), but class {listed} has too few; lower --shots or add images, or "
-            "pass --test-dir to test on other images"
+            f"The 'shots' setting of finetune ({shots}) needs more than {shots} images in every "
+            f"class (the rest are the test split), but class {listed} has too few; lower it or "
+            "add images, or set test_dir to test on other images"
         )
     g = torch.Generator().manual_seed(seed)
     keep = []
@@ -242,7 +242,7 @@ def _choose_preprocess(s: FinetuneSettings, src: _Source, listing: FolderListing
                        channels: int, size: tuple[int, int]) -> Preprocess:
     """How the folder's files become input: a digit model's ``mnist-digits`` when the
     folder looks like digits (else ``resize``, said in the log), ``resize`` for pretrained
-    weights, or what ``--preprocess`` asks for."""
+    weights, or what ``preprocess`` asks for."""
     if s.preprocess:
         return Preprocess(s.preprocess, channels, size[0], size[1])
     if src.kind == "checkpoint" and src.preprocessing is not None:
@@ -273,13 +273,13 @@ def finetune(s: FinetuneSettings) -> FinetuneResult:
 
     Raises:
         ConfigError: invalid settings. DataError: empty, one-class or unreadable folders,
-        --shots larger than a class. CheckpointError: an unusable source.
+        ``shots`` larger than a class. CheckpointError: an unusable source.
     """
     _check(s)
     out = Path(s.out)
     if (out / "model.pt").exists() and not s.overwrite:
-        raise ConfigError(f"{out} already holds a run; pass --overwrite to replace it or choose "
-                          "another --out")
+        raise ConfigError(f"{out} already holds a run; set overwrite=True to replace it, or "
+                          "choose another directory")
     if s.threads:
         torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed)
@@ -294,7 +294,8 @@ def finetune(s: FinetuneSettings) -> FinetuneResult:
     if src.kind == "checkpoint" and s.image_size and src.model.fixed_size \
             and size != (spec.height, spec.width):
         raise ConfigError(
-            f"{src.arch} takes exactly {spec.height}x{spec.width} images; drop --image-size")
+            f"{src.arch} takes exactly {spec.height}x{spec.width} images; set image_size=0 (the "
+            "source's size)")
     pre = _choose_preprocess(s, src, listing, channels, size)
     log.info("%s: %s", s.train_dir, pre.describe())
 
@@ -348,7 +349,7 @@ def finetune(s: FinetuneSettings) -> FinetuneResult:
     augment = s.augment if s.augment is not None else not cached
     if cached and s.augment:
         raise ConfigError("the feature cache computes each image's features once, so it cannot "
-                          "augment; pass --no-feature-cache to augment with a frozen backbone")
+                          "augment; set feature_cache=False to augment with a frozen backbone")
     hflip = augment and src.kind == "pretrained" and channels == 3  # natural images, not digits
     cfg = resolve_config({
         "model": {"name": src.arch, **src.kwargs},
@@ -396,28 +397,25 @@ def finetune(s: FinetuneSettings) -> FinetuneResult:
 
 def _check(s: FinetuneSettings) -> None:
     checks = [
-        ("--strategy", s.strategy in STRATEGIES, f"one of {', '.join(STRATEGIES)}"),
-        ("--shots", s.shots >= 0, ">= 0 (0 = all images)"),
-        ("--epochs", s.epochs >= 0, ">= 0 (0 = auto)"),
-        ("--batch-size", s.batch_size >= 1, ">= 1"),
-        ("--lr", s.lr >= 0 and math.isfinite(s.lr), ">= 0 (0 = auto)"),
-        ("--early-stopping", s.early_stopping >= 0, ">= 0 (0 = off)"),
-        ("--lr-decay", 0 < s.lr_decay <= 1, "in (0, 1]"),
-        ("--image-size", s.image_size >= 0, ">= 0 (0 = the source's size)"),
-        ("--val-fraction", s.val_fraction is None or 0 <= s.val_fraction < 1, "in [0, 1)"),
-        ("--test-fraction", 0 < s.test_fraction < 1, "in (0, 1)"),
-        ("--preprocess", s.preprocess in ("", *KINDS), f"one of {', '.join(KINDS)}"),
+        ("strategy", s.strategy in STRATEGIES, f"one of {', '.join(STRATEGIES)}"),
+        ("shots", s.shots >= 0, ">= 0 (0 = all images)"),
+        ("epochs", s.epochs >= 0, ">= 0 (0 = auto)"),
+        ("batch_size", s.batch_size >= 1, ">= 1"),
+        ("lr", s.lr >= 0 and math.isfinite(s.lr), ">= 0 (0 = auto)"),
+        ("early_stopping", s.early_stopping >= 0, ">= 0 (0 = off)"),
+        ("lr_decay", 0 < s.lr_decay <= 1, "in (0, 1]"),
+        ("image_size", s.image_size >= 0, ">= 0 (0 = the source's size)"),
+        ("val_fraction", s.val_fraction is None or 0 <= s.val_fraction < 1, "in [0, 1)"),
+        ("test_fraction", 0 < s.test_fraction < 1, "in (0, 1)"),
+        ("preprocess", s.preprocess in ("", *KINDS), f"one of {', '.join(KINDS)}"),
     ]
-    for flag, ok, expected in checks:
+    for name, ok, expected in checks:
         if not ok:
-            raise ConfigError(f"{flag} must be {expected}; got {getattr(s, _attr(flag))!r}")
+            raise ConfigError(invalid_value(name, getattr(s, name), expected,
+                                            kind="setting of finetune"))
     if s.scratch and s.strategy != "finetune":
-        raise ConfigError("--scratch trains every layer from random weights; it goes with "
-                          "--strategy finetune only")
-
-
-def _attr(flag: str) -> str:
-    return flag.lstrip("-").replace("-", "_")
+        raise ConfigError("scratch=True trains every layer from random weights; it goes with "
+                          "strategy='finetune' only")
 
 
 def _lr_groups(s: FinetuneSettings, groups: list[list[nn.Parameter]]

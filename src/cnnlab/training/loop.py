@@ -268,15 +268,15 @@ def _read_last(out: Path | None, *, resume: bool, overwrite: bool) -> dict[str, 
     """
     if out is not None and not resume and not overwrite and (out / "last.pt").exists():
         raise ConfigError(
-            f"{out} already holds a run; pass --resume to continue it, --overwrite to replace "
-            "it, or choose another --out"
+            f"{out} already holds a run; set resume=True to continue it, overwrite=True to "
+            "replace it, or choose another directory"
         )
     if not resume:
         return None
     if out is None or not (out / "last.pt").is_file():
         raise ConfigError(
-            f"--resume needs a run directory with last.pt; {str(out)!r} has none. "
-            "Start the run without --resume first."
+            f"resume=True needs a run directory with last.pt; {str(out)!r} has none. "
+            "Start the run without resume=True first."
         )
     last = load_checkpoint(out / "last.pt")
     if last.get("train_state") is None:
@@ -410,9 +410,9 @@ def _restore(last: dict[str, Any], trainer: Trainer, cfg: Config, data: Prepared
     record = model_record(cfg, data)
     if last["model"] != record or last["classes"] != data.classes:
         raise ConfigError(
-            f"--resume: {out / 'last.pt' if out else 'last.pt'} was trained as {last['model']} "
-            f"on classes {last['classes']}, but this run asks for {record} on {data.classes}; "
-            "resume with the run's own settings, or start a new run"
+            f"cannot resume: {out / 'last.pt' if out else 'last.pt'} was trained as "
+            f"{last['model']} on classes {last['classes']}, but this run asks for {record} on "
+            f"{data.classes}; resume with the run's own settings, or start a new run"
         )
     saved = last["train_state"]
     trainer.model.load_state_dict(last["state_dict_live"])

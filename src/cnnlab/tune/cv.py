@@ -74,16 +74,16 @@ def _check_folds(folds: int, targets: np.ndarray, classes: list[str]) -> None:
     counts = np.bincount(targets, minlength=len(classes))
     if folds > len(targets):
         raise DataError(
-            f"cross_validate: {folds} folds need at least {folds} training images; the pooled "
-            f"training set has {len(targets)}. Lower --folds or use more data."
+            f"The 'folds' setting of cross_validate ({folds}) needs at least {folds} training "
+            f"images, but the pooled training set has {len(targets)}; lower it or use more data."
         )
     small = [(classes[k], int(n)) for k, n in enumerate(counts) if n < folds]
     if small:
         listed = ", ".join(f"{name!r} ({n})" for name, n in small)
         raise DataError(
-            f"cross_validate: every class needs at least folds={folds} training images so that "
-            f"each fold validates on it; too few in class {listed}. Lower --folds, raise "
-            "--limit, or remove the class."
+            f"The 'folds' setting of cross_validate ({folds}) needs at least {folds} training "
+            f"images in every class, so that each fold validates on it; too few in class "
+            f"{listed}. Lower it, raise data.limit, or remove the class."
         )
 
 
@@ -109,24 +109,28 @@ def _check_manifest(path: Path, manifest: dict[str, Any]) -> None:
         saved = json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(
-            f"--resume: {path} does not exist; is {str(path.parent)!r} a cross-validation "
-            "directory? Start it without --resume first."
+            f"cannot resume: {path} does not exist; is {str(path.parent)!r} a cross-validation "
+            "directory? Start it without resume=True first."
         ) from None
     except json.JSONDecodeError as e:
-        raise ConfigError(f"--resume: {path} is not valid JSON ({e}); start a new --out") from e
+        raise ConfigError(f"cannot resume: {path} is not valid JSON ({e}); start a new "
+                          "cross-validation in another directory") from e
     if not isinstance(saved, dict):
-        raise ConfigError(f"--resume: {path} is not a fold manifest; start a new --out")
+        raise ConfigError(f"cannot resume: {path} is not a fold manifest; start a new "
+                          "cross-validation in another directory")
     if saved.get("fold_of") is not None and _sha256(np.asarray(saved["fold_of"])) != saved.get(
             "fold_of_sha256"):
-        raise ConfigError(f"--resume: {path} has been edited (its fold checksum does not "
-                          "match its folds); start a new --out")
+        raise ConfigError(f"cannot resume: {path} has been edited (its fold checksum does "
+                          "not match its folds); start a new cross-validation in another "
+                          "directory")
     diffs = [k for k in _CHECKED if saved.get(k) != manifest[k]]
     if diffs:
         shown = "; ".join(f"{k}: saved {_short(saved.get(k))}, now {_short(manifest[k])}"
                           for k in diffs)
         raise ConfigError(
-            f"--resume: the folds in {path} do not match this data and settings ({shown}). "
-            "Resume with the same data, --folds and seed, or start a new --out."
+            f"cannot resume: the folds in {path} do not match this data and settings ({shown}). "
+            "Resume with the same data, folds and seed, or start a new cross-validation in "
+            "another directory."
         )
 
 
@@ -157,8 +161,9 @@ def _check_config(path: Path, cfg: Config) -> None:
         shown = "; ".join(f"{k}: saved {_short(saved.get(k))}, now {_short(now.get(k))}"
                           for k in diffs)
         raise ConfigError(
-            f"--resume: the settings differ from those in {path} ({shown}); every fold must "
-            "train the same way. Resume without changing them, or start a new --out."
+            f"cannot resume: the settings differ from those in {path} ({shown}); every fold "
+            "must train the same way. Resume without changing them, or start a new "
+            "cross-validation in another directory."
         )
 
 
@@ -307,8 +312,8 @@ def cross_validate(
     manifest_path = out / "folds.json"
     if not resume and not overwrite and manifest_path.exists():
         raise ConfigError(
-            f"{out} already holds a cross-validation; pass --resume to continue it, "
-            "--overwrite to replace it, or choose another --out"
+            f"{out} already holds a cross-validation; set resume=True to continue it, "
+            "overwrite=True to replace it, or choose another directory"
         )
 
     pool = _pooled_data(cfg, data, progress)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.config import Config, resolve_config
-from cnnlab.errors import CnnlabError, ConfigError
+from cnnlab.errors import CnnlabError, ConfigError, invalid_value
 from cnnlab.progress import Progress
 from cnnlab.tune.space import OBJECTIVES, Param, SearchSpace, nest
 
@@ -52,7 +52,7 @@ class TuneSettings:
     trials: int | None = None  # finished trials the study should reach (grid: its size)
     budget_minutes: float | None = None  # start no new trial after this long
     storage: str | None = None  # an Optuna RDB URL (default sqlite:///<out>/study.db)
-    study: str | None = None  # default: the name of --out
+    study: str | None = None  # default: the name of out
     workers: int = 1
     seed: int = 0
     heartbeat_s: float = 10.0  # a dead worker's trial is retried after 3 heartbeats
@@ -327,8 +327,9 @@ def create_or_load_study(settings: TuneSettings, *, salt: int = 0) -> Any:
             changed = sorted(k for k in signature if saved.get(k) != signature.get(k))
             raise ConfigError(
                 f"study {settings.study_name!r} in {settings.storage_url} was started with "
-                f"other settings ({', '.join(changed)} differ); rerun it with the same command "
-                "to continue it, or pass another --study or --out for a new study")
+                f"other settings ({', '.join(changed)} differ); rerun it with the same settings "
+                "to continue it, or give a new study another name (set study) or directory "
+                "(set out)")
         log.info("study %r: none of its %d trial(s) finished; starting it again with these "
                  "settings", settings.study_name, len(trials))
         optuna.delete_study(study_name=settings.study_name, storage=storage)
@@ -340,25 +341,27 @@ def create_or_load_study(settings: TuneSettings, *, salt: int = 0) -> Any:
 
 def check_settings(settings: TuneSettings) -> None:
     """Raises ConfigError for settings that cannot work together."""
+    def invalid(name: str, value: object, expected: str) -> ConfigError:
+        return ConfigError(invalid_value(name, value, expected, kind="setting of tune"))
+
     if settings.sampler not in (*SAMPLERS, "auto"):
-        raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}; "
-                          f"got {settings.sampler!r}")
+        raise invalid("sampler", settings.sampler, f"one of {', '.join(SAMPLERS)} or auto")
     if settings.pruner not in (*PRUNERS, "auto"):
-        raise ConfigError(f"--pruner must be one of {', '.join(PRUNERS)}; got {settings.pruner!r}")
+        raise invalid("pruner", settings.pruner, f"one of {', '.join(PRUNERS)} or auto")
     if settings.space.multi_objective and settings.pruner_name != "none":
         raise ConfigError(
             f"pruning compares one objective, but space {settings.space.name!r} has two "
-            f"({', '.join(settings.space.objectives)}); drop --pruner (or pass --pruner none)")
+            f"({', '.join(settings.space.objectives)}); set pruner='none'")
     if settings.sampler_name == "grid":
         settings.space.grid()
     if settings.trials is not None and settings.trials < 1:
-        raise ConfigError(f"--trials must be >= 1; got {settings.trials}")
+        raise invalid("trials", settings.trials, ">= 1")
     if not settings.heartbeat_s > 0:
-        raise ConfigError(f"--heartbeat must be > 0 seconds; got {settings.heartbeat_s}")
+        raise invalid("heartbeat_s", settings.heartbeat_s, "> 0 (seconds)")
     if settings.workers < 1:
-        raise ConfigError(f"--workers must be >= 1; got {settings.workers}")
+        raise invalid("workers", settings.workers, ">= 1")
     if settings.budget_minutes is not None and not settings.budget_minutes > 0:
-        raise ConfigError(f"--budget-minutes must be > 0; got {settings.budget_minutes}")
+        raise invalid("budget_minutes", settings.budget_minutes, "> 0")
     if settings.base.data.val_fraction <= 0:
         raise ConfigError(
             "a search optimises validation accuracy, so it needs a validation split; set "

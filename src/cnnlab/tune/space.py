@@ -129,7 +129,7 @@ class SearchSpace:
             raise ConfigError(
                 f"search space {self.name!r}: the grid sampler needs the points to visit, but "
                 f"{', '.join(missing)} only has a range; add values = [...] to it, or use "
-                "--sampler random or tpe"
+                "another sampler (sampler='random' or sampler='tpe')"
             )
         keys = self.keys
         choices = [p.values for p in self.params if p.values is not None]  # all, checked above
@@ -386,7 +386,8 @@ def load_space(name_or_path: str, model: str | None = None) -> SearchSpace:
     path = Path(name_or_path)
     if not path.is_file():
         raise ConfigError(
-            f"--space {name_or_path!r} is neither a built-in space ({', '.join(SPACES)}) nor a "
+            f"search space {name_or_path!r} is neither a built-in space ({', '.join(SPACES)}) "
+            "nor a "
             "TOML file; see `cnnlab tune -h` for the file format"
         )
     try:
