@@ -141,7 +141,8 @@ def test_quantize_qat_report_and_file(run_dir: Path, tmp_path: Path) -> None:
 
 
 def test_quantize_qat_errors(run_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="--epochs must be >= 1 for --method qat"):
+    with pytest.raises(ConfigError,
+                       match="The 'qat_epochs' setting of quantize_model must be >= 1"):
         quantize_model(run_dir, tmp_path / "q.onnx", method="qat", qat_epochs=0)
     with pytest.raises(ConfigError, match="qat_images must be >= 1"):
         quantize_model(run_dir, tmp_path / "q.onnx", method="qat", qat_images=0)

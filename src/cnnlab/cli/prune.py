@@ -74,7 +74,12 @@ def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
 def run(args: argparse.Namespace) -> int:
     from cnnlab.cli._util import print_json
     from cnnlab.deploy.prune import prune_checkpoint
+    from cnnlab.errors import ConfigError
 
+    if args.method == "channel" and (args.scope != "global" or args.keep_head):
+        raise ConfigError("--scope and --keep-head (scope, include_head) are options of "
+                          "magnitude pruning; channel pruning removes the amount of every "
+                          "layer's channels but the output layer's")
     r = prune_checkpoint(args.checkpoint, method=args.method, amount=args.amount,
                          finetune_epochs=args.finetune_epochs, data_dir=args.data_dir,
                          out=args.out, overwrite=args.overwrite, progress=not args.quiet,

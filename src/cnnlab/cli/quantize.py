@@ -49,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     from cnnlab.deploy.quantize import quantize_model
     from cnnlab.errors import ConfigError
 
+    if args.method == "qat" and args.epochs is not None and args.epochs < 1:
+        raise ConfigError(f"--epochs must be >= 1 for --method qat (the passes of "
+                          f"quantisation-aware training); got {args.epochs}")
     for flag, value in (("--epochs", args.epochs), ("--qat-images", args.qat_images)):
         if value is not None and args.method != "qat":
             raise ConfigError(f"{flag} applies to --method qat only (got --method "

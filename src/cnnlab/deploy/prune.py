@@ -477,9 +477,9 @@ def prune_checkpoint(
         model_cfg = cfg.model
     else:
         if scope != "global" or not include_head:
-            raise ConfigError("--scope and --keep-head (scope, include_head) are options of "
-                              "magnitude pruning; channel pruning removes the amount of every "
-                              "layer's channels but the output layer's")
+            raise ConfigError("the 'scope' and 'include_head' settings of prune are for magnitude "
+                              "pruning; channel pruning removes the amount of every layer's "
+                              "channels but the output layer's")
         result = prune_channels(classifier, amount, name=cfg.model.name)
         pruned = result.model
         layers = {k: {"before": b, "after": a} for k, (b, a) in result.channels.items()}

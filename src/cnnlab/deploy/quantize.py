@@ -171,8 +171,9 @@ def quantize_model(source: str | Path, out: str | Path, *, method: str = "static
                                         kind="setting of quantize_model"))
     if method == "qat":
         if isinstance(qat_epochs, bool) or not isinstance(qat_epochs, int) or qat_epochs < 1:
-            raise ConfigError(f"--epochs must be >= 1 for --method qat (the passes of "
-                              f"quantisation-aware training); got {qat_epochs!r}")
+            raise ConfigError(invalid_value("qat_epochs", qat_epochs, ">= 1 (the passes of "
+                                            "quantisation-aware training)",
+                                            kind="setting of quantize_model"))
         if isinstance(qat_images, bool) or not isinstance(qat_images, int) or qat_images < 1:
             raise ConfigError(f"qat_images must be >= 1 training images; got {qat_images!r}")
     model = load_model(source)
