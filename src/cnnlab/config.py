@@ -10,6 +10,9 @@ Each field says, in its :func:`setting` metadata, what it means (the ``--help`` 
 range it must lie in, and whether it is a CLI flag; :data:`FLAGS` (the CLI's settings flags
 and the keywords of ``cnnlab.train()``) is generated from that, so a field, its flag and its
 check cannot drift apart.
+
+Longer than 450 lines on purpose: every setting is declared here once, with its help, range and
+flag, and the CLI flags and the checks are generated from it.
 """
 
 from __future__ import annotations

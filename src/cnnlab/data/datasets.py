@@ -11,28 +11,27 @@ never downloaded into), then ``~/.cache/cnnlab/<name>`` (``$XDG_CACHE_HOME`` is 
 Every file is verified by checksum while it streams in, and its header may declare no more
 data than the dataset's known size (so a gzip bomb is refused before it inflates); missing
 files are downloaded from the dataset's mirrors, over https only, when allowed.
+
+Longer than 450 lines: the dataset record, the registry of the MNIST family with its checksums
+and shapes, and verified loading belong together; downloads live in :mod:`cnnlab.data.download`.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import http.client
-import ipaddress
 import math
 import os
-import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import torch
 
-from cnnlab.data.idx import atomic_path, read_idx
+from cnnlab.data.download import download_file, insecure_url_problem
+from cnnlab.data.idx import read_idx
 from cnnlab.errors import ConfigError, DataError, DatasetNotFoundError
-from cnnlab.progress import Progress
 from cnnlab.registry import Registry
 
 __all__ = [
@@ -410,106 +409,6 @@ def _read_verified(path: Path, spec: IdxFile, label: str | None = None) -> np.nd
     return array
 
 
-def _is_loopback(host: str | None) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _insecure_url_problem(url: str, allow_http_loopback: bool) -> str | None:
-    """Why ``url`` may not be downloaded from, or None when it may."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "https":
-        return None
-    if parts.scheme == "http" and allow_http_loopback and _is_loopback(parts.hostname):
-        return None
-    if parts.scheme == "http" and _is_loopback(parts.hostname):
-        return ("plain http is accepted only from a loopback test server, with "
-                "allow_http_loopback=True")
-    return ("downloads use https only, so nobody on the way can read or replace the file; use "
-            "an https mirror")
-
-
-class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
-    """Follows redirects only to URLs a download may use (an https mirror may not hand
-    the client to plain http)."""
-
-    def __init__(self, allow_http_loopback: bool) -> None:
-        self.allow_http_loopback = allow_http_loopback
-
-    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
-                         headers: http.client.HTTPMessage, newurl: str
-                         ) -> urllib.request.Request | None:
-        problem = _insecure_url_problem(newurl, self.allow_http_loopback)
-        if problem:
-            fp.close()  # urllib closes it only on the way it follows
-            raise DataError(f"redirected to {newurl}, refused: not an https URL: {problem}")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def _fetch(url: str, dest: Path, spec: IdxFile, timeout: float, progress: bool,
-           allow_http_loopback: bool) -> None:
-    """Stream ``url`` into ``dest`` (at most ``spec.max_download_bytes``), then verify it."""
-    problem = _insecure_url_problem(url, allow_http_loopback)
-    if problem:
-        raise DataError(f"refused: not an https URL: {problem}")
-    cap = spec.max_download_bytes
-    opener = urllib.request.build_opener(_HttpsOnlyRedirects(allow_http_loopback))
-    with atomic_path(dest) as tmp:
-        with opener.open(url, timeout=timeout) as response:
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            if cap is not None and total is not None and total > cap:
-                raise DataError(
-                    f"the server announces {total} bytes, more than the limit of {cap} bytes "
-                    f"for {spec.name}.gz (a wrong or hostile file); not downloaded"
-                )
-            bar = Progress(total, f"download {spec.name}.gz", "B", enabled=progress,
-                           scale=1 / 2**20, scale_unit="MiB")
-            with bar, tmp.open("wb") as out:
-                while chunk := response.read(1 << 16):
-                    if cap is not None and bar.count + len(chunk) > cap:
-                        raise DataError(
-                            f"more than the limit of {cap} bytes for {spec.name}.gz (a wrong "
-                            "or hostile file); download stopped"
-                        )
-                    out.write(chunk)
-                    bar.update(len(chunk))
-                out.flush()
-                os.fsync(out.fileno())  # on disk before the rename makes it visible
-            if total is not None and bar.count != total:
-                raise DataError(f"incomplete: got {bar.count} of {total} bytes")
-        _read_verified(tmp, spec, label="the downloaded file")
-
-
-def _download(
-    spec: IdxFile,
-    target: Path,
-    mirrors: Sequence[str],
-    timeout: float,
-    progress: bool,
-    failures: list[str],
-    allow_http_loopback: bool = False,
-) -> Path | None:
-    """Fetch ``<mirror><name>.gz`` into ``target`` and verify it; None if every mirror failed.
-
-    Each failure is appended to ``failures`` as "url: reason". Nothing unverified is left in
-    ``target``: the file streams into a temporary name and is renamed only once it passed.
-    """
-    dest = target / f"{spec.name}.gz"
-    for mirror in mirrors:
-        url = mirror.rstrip("/") + f"/{spec.name}.gz"
-        try:
-            _fetch(url, dest, spec, timeout, progress, allow_http_loopback)
-            return dest
-        except (OSError, http.client.HTTPException, DataError) as e:
-            failures.append(f"{url}: {e}")
-    return None
-
-
 def _writable_target(dirs: list[Path], name: str) -> Path | None:
     """Where a download goes: the first lookup root we can write, as ``<root>/<name>``."""
     for d in dirs:
@@ -570,7 +469,7 @@ def load_dataset(
             f"Got {split!r} instead."
         )
     for mirror in mirrors or ():
-        problem = _insecure_url_problem(mirror, allow_http_loopback)
+        problem = insecure_url_problem(mirror, allow_http_loopback)
         if problem:
             raise ConfigError(
                 f"The 'mirrors' parameter of load_dataset must hold https URLs ({problem}). "
@@ -588,8 +487,11 @@ def load_dataset(
         else:
             for i, spec in enumerate(specs):
                 if paths[i] is None:
-                    paths[i] = _download(spec, target, mirrors or info.mirrors, timeout,
-                                         progress, failures, allow_http_loopback)
+                    paths[i] = download_file(
+                        spec, target, mirrors or info.mirrors, timeout, progress, failures,
+                        functools.partial(_read_verified, spec=spec,
+                                          label="the downloaded file"),
+                        allow_http_loopback)
                     if paths[i] is None:
                         break  # the split cannot load; spare the user more timeouts
     if any(p is None for p in paths):

@@ -23,6 +23,9 @@ gradient is always zero, so the optimiser's state for them stays zero too (Adam'
 SGD's momentum) and no step moves them; weight decay adds ``decay * 0``. The model keeps plain
 ``weight`` parameters throughout (no ``weight_orig``/``weight_mask`` re-parametrisation), so
 every checkpoint ``fit`` writes is an ordinary one that :func:`cnnlab.load` reads.
+
+Longer than 450 lines: the two pruning methods share the masks, the fine-tuning and the report,
+and each layer family's channel surgery must stay next to the others.
 """
 
 from __future__ import annotations

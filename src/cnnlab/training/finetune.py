@@ -28,6 +28,9 @@ Strategies:
   more layer from the top at even intervals, until everything trains.
 - ``discriminative``: every layer trains, earlier layers at smaller learning rates
   (``lr * lr_decay ** distance from the top``).
+
+Longer than 450 lines: sources, folder splits, strategies and their freezing schedules are one
+workflow that reads top to bottom; the training itself is :func:`cnnlab.training.loop.fit`.
 """
 
 from __future__ import annotations

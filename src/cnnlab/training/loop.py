@@ -9,6 +9,9 @@ EMA, scaler, augmentation), :func:`_restore` a resumed run's state, then per epo
 Everything random in an epoch (shuffling, augmentation, dropout) is seeded from
 ``(seed, epoch)``, so a resumed run ends exactly where an uninterrupted one does, and the
 same seed on the CPU gives the same result.
+
+Longer than 450 lines: the training loop's named steps (setup, restore, one epoch, validation,
+saving, final figures) stay in one file so that :func:`fit` reads top to bottom.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from cnnlab.inference.batched import autocast_context, evaluate_loss_accuracy, p
 from cnnlab.inference.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.models import MODELS, Classifier, InputSpec, create_model
 from cnnlab.progress import Progress
-from cnnlab.training.data import MANIFEST_NAME, MAX_AUTO_SIDE, PreparedData, prepare_data
+from cnnlab.training.data import MANIFEST_NAME, PreparedData, prepare_data
+from cnnlab.training.folders import MAX_AUTO_SIDE
 from cnnlab.training.optim import make_optimizer, make_scheduler
 from cnnlab.training.tracking import TensorBoard
 

@@ -9,6 +9,9 @@ the pruner. Optuna's heartbeat marks the trial of a dead worker failed, and its
 ``timeout`` end the workers. Only the grid sampler takes a lock (:class:`_GridClaim`). The
 test split is held back from every trial and used once, for the best configuration, in
 :func:`cnnlab.tune.results.finish`.
+
+Longer than 450 lines: the Optuna objective, the worker loop on shared storage, the grid claim
+and the study's settings check are one mechanism.
 """
 
 from __future__ import annotations
