@@ -204,8 +204,8 @@ def _choose_threads(argv: Sequence[str]) -> None:
     ``--threads N``; one log line when busy cores made it fewer. Must run before torch is
     imported: OpenMP reads ``OMP_NUM_THREADS`` once, when it loads.
 
-    With one of two cores busy, torch's default of one thread per core trained several times
-    slower than one thread (``benchmarks/bench_contention.py``).
+    With one of two cores busy, torch's default of one thread per core trained at about half
+    the speed of one thread (``benchmarks/bench_contention.py``).
     """
     from cnnlab._threads import apply_thread_policy
 
