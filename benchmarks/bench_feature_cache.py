@@ -32,8 +32,8 @@ def main() -> None:
 
     import torch
 
-    from cnnlab.training.finetune import FinetuneSettings, finetune
     from cnnlab.models import create_model
+    from cnnlab.training.finetune import FinetuneSettings, finetune
 
     work = Path(args.work)
     folder, mnist = digits_and_mnist_model(work, args.data_dir)
