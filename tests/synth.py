@@ -163,3 +163,20 @@ def write_rgb_image_folder(root: Path, n_per_class: int = 16, num_classes: int =
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rgb, "RGB").save(d / f"{i:04d}.png")
     return root
+
+
+def train_small_abc_model(root: Path) -> Path:
+    """A small convnet trained on a 28x28 folder of classes a, b, c with a test/ split (the
+    champion of the service and feedback tests); returns its run directory."""
+    from cnnlab.config import resolve_config
+    from cnnlab.training.loop import fit
+
+    write_image_folder(root / "data" / "train", n_per_class=16, num_classes=3, size=28,
+                       classes=["a", "b", "c"])
+    write_image_folder(root / "data" / "test", n_per_class=4, num_classes=3, size=28, seed=3,
+                       classes=["a", "b", "c"])
+    cfg = resolve_config({"model": {"name": "convnet", "width": 4},
+                          "data": {"dataset": str(root / "data"), "val_fraction": 0.2},
+                          "train": {"epochs": 2, "batch_size": 16, "threads": 1}})
+    fit(cfg, out_dir=root / "run", progress=False)
+    return root / "run"
