@@ -4,6 +4,7 @@ Plain http is refused for every host but loopback, and there only with
 ``allow_http_loopback=True``, which every test here passes for its local server.
 """
 
+import contextlib
 import functools
 import http.server
 import re
@@ -38,25 +39,34 @@ def test_offline_environment_forbids_downloads(tmp_path, monkeypatch):
                      allow_http_loopback=True)
 
 
-@pytest.fixture
-def serve():
-    """Start a loopback HTTP server for a directory; yields its base URL."""
+@contextlib.contextmanager
+def _loopback_servers():
+    """Yields ``start(handler_class) -> base URL`` for loopback HTTP servers, all shut down on
+    exit. A short poll interval makes shutdown() quick."""
     servers = []
 
-    def start(directory) -> str:
-        handler = functools.partial(_QuietHandler, directory=str(directory))
+    def start(handler) -> str:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        # A short poll interval makes shutdown() quick.
         thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
         thread.start()
         servers.append((server, thread))
         return f"http://127.0.0.1:{server.server_address[1]}/"
 
-    yield start
-    for server, thread in servers:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    try:
+        yield start
+    finally:
+        for server, thread in servers:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+
+
+@pytest.fixture
+def serve():
+    """Start a loopback HTTP server for a directory; yields its base URL."""
+    with _loopback_servers() as start:
+        yield lambda directory: start(
+            functools.partial(_QuietHandler, directory=str(directory)))
 
 
 def _dead_url() -> str:
@@ -207,21 +217,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def serve_routes():
     """Start a loopback server answering from a routes table (HTTP/1.0: a body without
     Content-Length ends when the connection closes); yields its base URL."""
-    servers = []
-
-    def start(routes) -> str:
-        handler = type("Routes", (_Handler,), {"routes": routes})
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        return f"http://127.0.0.1:{server.server_address[1]}/"
-
-    yield start
-    for server, thread in servers:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with _loopback_servers() as start:
+        yield lambda routes: start(type("Routes", (_Handler,), {"routes": routes}))
 
 
 def test_redirect_to_plain_http_is_refused(tmp_path, serve_routes):

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
+from cnnlab._io import clean_json
 from cnnlab.errors import ConfigError
 from cnnlab.models import Classifier, create_model
 from cnnlab.models.convnet import ConvBlock, ConvNet
@@ -535,7 +536,7 @@ def prune_checkpoint(
         "metrics": metrics,
         "run_dir": str(out), "checkpoint": str(checkpoint),
     }
-    (out / "prune.json").write_text(json.dumps(_clean(report), indent=2) + "\n")
+    (out / "prune.json").write_text(json.dumps(clean_json(report), indent=2) + "\n")
     return report
 
 
@@ -543,14 +544,3 @@ def _registered_datasets() -> list[str]:
     from cnnlab.data import DATASETS
 
     return list(DATASETS.names())
-
-
-def _clean(obj: Any) -> Any:
-    """NaN and infinities (not JSON) as None, recursively."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return obj
