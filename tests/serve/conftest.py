@@ -31,7 +31,8 @@ def _serving(app: Any) -> Iterator[str]:
     """Run ``app`` on a real uvicorn server on a free loopback port; yields its base URL."""
     import uvicorn
 
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                        ws="none"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.time() + 20

@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         max_batch_delay_ms=args.max_batch_delay_ms,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024), feedback_url=args.feedback_db))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet
-                else "info")
+    # ws="none": the service has no websocket routes
+    uvicorn.run(app, host=args.host, port=args.port, ws="none",
+                log_level="warning" if args.quiet else "info")
     return 0

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cnnlab.evaluate.sections import Section
 
 __all__ = ["PLOT_TITLES", "REPORT_CSS", "html_page", "markdown", "model_card"]
 
@@ -177,12 +181,22 @@ def _title(ev: dict[str, Any]) -> str:
     return f"Evaluation report: {Path(ev['checkpoint']).parent.name or ev['checkpoint']}"
 
 
-def markdown(ev: dict[str, Any]) -> str:
-    """The report as Markdown, its figures linked from plots/."""
+def _card(ev: dict[str, Any], sections: Sequence[Section]) -> dict[str, Any]:
+    """The model card with a group of rows for every added section that has some."""
+    card = dict(ev["model_card"])
+    for s in sections:
+        if s.card:
+            card[s.title] = s.card
+    return card
+
+
+def markdown(ev: dict[str, Any], sections: Sequence[Section] = ()) -> str:
+    """The report as Markdown, its figures linked from plots/; ``sections`` (see
+    :mod:`cnnlab.evaluate.sections`) go after the built-in ones."""
     parts = [f"# {_title(ev)}", "",
              f"Checkpoint `{ev['checkpoint']}`, {ev['data']}, engine {ev['engine']}.", "",
              "## Model card", ""]
-    for section, rows in ev["model_card"].items():
+    for section, rows in _card(ev, sections).items():
         parts += [f"### {section}", "", *(f"- **{k}**: {v}" for k, v in rows), ""]
     parts += ["## Per-class figures", "", _md_table(_PER_CLASS_HEADER, _per_class_rows(ev)), ""]
     if ev.get("engines"):
@@ -193,6 +207,9 @@ def markdown(ev: dict[str, Any]) -> str:
                   "MNIST test images 0-4999 come from NIST SD-3 (Census Bureau employees), "
                   "5000-9999 from SD-1 (high-school students).", "",
                   _md_table(_GROUP_HEADER, _group_rows(ev["writer_groups"])), ""]
+    for s in sections:
+        parts += [f"## {s.title}", "", s.markdown.strip(), ""]
+        parts += [f"![{name}]({rel})\n" for name, rel in s.figures.items()]
     parts += ["## Figures", ""]
     for key, rel in ev["plots"].items():
         parts += [f"### {PLOT_TITLES[key]}", "", f"![{PLOT_TITLES[key]}]({rel})", ""]
@@ -225,11 +242,21 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def html_page(ev: dict[str, Any], files: dict[str, Path]) -> str:
-    """The report as one self-contained HTML page, its figures embedded as data URIs."""
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f"<img alt=\"{html.escape(alt)}\" src=\"data:image/png;base64,{data}\">"
+
+
+def html_page(ev: dict[str, Any], files: dict[str, Path],
+              sections: Sequence[Section] = (), base: Path | None = None) -> str:
+    """The report as one self-contained HTML page, its figures embedded as data URIs.
+    ``sections`` go after the built-in ones; their figures are relative to ``base`` (default:
+    the folder above the first plot's, the report directory)."""
     esc = html.escape
+    if base is None:
+        base = next(iter(files.values())).parent.parent if files else Path(".")
     card = []
-    for section, rows in ev["model_card"].items():
+    for section, rows in _card(ev, sections).items():
         items = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in rows)
         card.append(f"<section><h3>{esc(section)}</h3><dl>{items}</dl></section>")
     body = [f"<h1>{esc(_title(ev))}</h1>",
@@ -245,12 +272,15 @@ def html_page(ev: dict[str, Any], files: dict[str, Path]) -> str:
                  "<p>MNIST test images 0-4999 come from NIST SD-3 (Census Bureau employees), "
                  "5000-9999 from SD-1 (high-school students).</p>",
                  _html_table(_GROUP_HEADER, _group_rows(ev["writer_groups"]))]
+    for s in sections:
+        body += [f"<h2 id=\"{esc(s.key)}\">{esc(s.title)}</h2>", s.html]
+        for name, rel in s.figures.items():
+            if (base / rel).is_file():
+                body.append(f"<figure>{_img(base / rel, name)}</figure>")
     body.append("<h2>Figures</h2>")
     for key, path in files.items():
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
         body.append(f"<figure id=\"{key}\"><h3>{esc(PLOT_TITLES[key])}</h3>"
-                    f"<img alt=\"{esc(PLOT_TITLES[key])}\" "
-                    f"src=\"data:image/png;base64,{data}\"></figure>")
+                    f"{_img(path, PLOT_TITLES[key])}</figure>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>{esc(_title(ev))}</title><style>{REPORT_CSS}</style></head>\n<body>\n"

@@ -388,8 +388,11 @@ def build_report(
         merged = dict(training)  # a report elsewhere still carries the training figures
     merged["evaluation"] = clean_json(evaluation)
     metrics_text = json.dumps(merged, indent=2) + "\n"
-    md_text = markdown(evaluation)
-    html_text = html_page(evaluation, files)
+    from cnnlab.evaluate.sections import read_sections
+
+    sections = read_sections(out)  # robustness, explanations, fairness: kept across rebuilds
+    md_text = markdown(evaluation, sections)
+    html_text = html_page(evaluation, files, sections, base=out)
     paths = {"metrics": out / "metrics.json", "markdown": out / "report.md",
              "html": out / "report.html"}
     for key, text in (("metrics", metrics_text), ("markdown", md_text), ("html", html_text)):
