@@ -140,6 +140,7 @@ def _create(
 @register_model(
     "alexnet",
     description="AlexNet, torchvision layout and keys; stride-1 small-input layout below 63x63",
+    cam_layer="features",
 )
 def alexnet(
     in_channels: int, num_classes: int, input_size: tuple[int, int], **kwargs: Any
@@ -148,7 +149,8 @@ def alexnet(
     return _create("alexnet", in_channels, num_classes, input_size, AlexNetConfig(), kwargs)
 
 
-@register_model("alexnet-tiny", description="AlexNet layout at 1/16 width, 32 hidden", tiny=True)
+@register_model("alexnet-tiny", description="AlexNet layout at 1/16 width, 32 hidden", tiny=True,
+                cam_layer="features")
 def alexnet_tiny(
     in_channels: int, num_classes: int, input_size: tuple[int, int], **kwargs: Any
 ) -> AlexNet:

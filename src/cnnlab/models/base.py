@@ -11,6 +11,7 @@ swap its classifier with ``reset_classifier`` and describes the input it expects
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
@@ -29,9 +30,12 @@ __all__ = [
     "Classifier",
     "InputSpec",
     "build_config",
+    "check_bool",
+    "check_choice",
     "check_dropout",
     "check_input_shape",
     "check_kernel_size",
+    "check_number",
     "check_positive_int",
     "check_widths",
     "create_model",
@@ -270,6 +274,54 @@ def check_dropout(model: str, dropout: object, name: str = "dropout") -> float:
     return float(dropout)
 
 
+def check_choice(model: str, name: str, value: object, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``.
+
+    Raises:
+        ConfigError: otherwise.
+    """
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(
+            f"The {name!r} parameter of model {model!r} must be one of "
+            f"{', '.join(map(repr, choices))}. Got {value!r} instead."
+        )
+    return value
+
+
+def check_bool(model: str, name: str, value: object) -> bool:
+    """Return ``value`` if it is true or false.
+
+    Raises:
+        ConfigError: otherwise.
+    """
+    if not isinstance(value, bool):
+        raise ConfigError(
+            f"The {name!r} parameter of model {model!r} must be true or false. "
+            f"Got {value!r} instead."
+        )
+    return value
+
+
+def check_number(model: str, name: str, value: object, *, low: float, high: float,
+                 low_open: bool = False) -> float:
+    """Return ``value`` as a float if it is a finite number in ``[low, high]`` (``(low, high]``
+    with ``low_open``).
+
+    Raises:
+        ConfigError: otherwise.
+    """
+    ok = (isinstance(value, int | float) and not isinstance(value, bool)
+          and math.isfinite(value) and (value > low if low_open else value >= low)
+          and value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise ConfigError(
+            f"The {name!r} parameter of model {model!r} must be a number in {interval}. "
+            f"Got {value!r} instead."
+        )
+    return float(value)  # type: ignore[arg-type]
+
+
 def _positive_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
@@ -352,6 +404,10 @@ def register_model(name: str, *, description: str = "", tiny: bool = False, **ta
     ``tiny=True`` marks a small variant meant for tests (hidden by :func:`list_models`).
     ``cheap=True`` marks a full model cheap enough at 1x28x28 for the test suite to exercise
     as it is (tests run every ``tiny`` or ``cheap`` model).
+    ``cam_layer`` (every family declares it; tests/models/test_cam_layer_contract.py checks):
+    the dotted path, inside the built Classifier, of the module whose output Grad-CAM hooks
+    (the last convolutional stage, e.g. ``"features"``), or ``None`` for a model without one
+    (``cnnlab explain`` then offers the gradient methods only).
     """
     return MODELS.register(name, description=description, tiny=tiny, **tags)
 

@@ -192,7 +192,7 @@ def _create(name: str, in_channels: int, num_classes: int, input_size: tuple[int
 
 
 @register_model("convnet", description="Plain conv-BN net 16/32/64 of the fast recipe",
-                cheap=True)
+                cheap=True, cam_layer="features")
 def convnet(in_channels: int, num_classes: int, input_size: tuple[int, int],
             **kwargs: Any) -> ConvNet:
     """The fast recipe's model (about 55 k parameters at 28x28); kwargs are

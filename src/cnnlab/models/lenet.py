@@ -145,7 +145,7 @@ def _create(
 
 @register_model(
     "lenet5", description="LeNet-5 (LeCun et al. 1998): conv 6@5x5, conv 16@5x5, FC 120-84",
-    cheap=True,
+    cheap=True, cam_layer="features",
 )
 def lenet5(
     in_channels: int, num_classes: int, input_size: tuple[int, int], **kwargs: Any

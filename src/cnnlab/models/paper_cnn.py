@@ -149,7 +149,7 @@ def _create(
 @register_model(
     "paper-cnn",
     description="The paper's Table II CNN: conv32-pool-conv64-pool-dense128-dense10",
-    cheap=True,
+    cheap=True, cam_layer="features",
 )
 def paper_cnn(
     in_channels: int, num_classes: int, input_size: tuple[int, int], **kwargs: Any
@@ -160,7 +160,8 @@ def paper_cnn(
 
 
 @register_model(
-    "paper-cnn-tiny", description="Table II layout with 8/16 filters, 32 hidden", tiny=True
+    "paper-cnn-tiny", description="Table II layout with 8/16 filters, 32 hidden", tiny=True,
+    cam_layer="features",
 )
 def paper_cnn_tiny(
     in_channels: int, num_classes: int, input_size: tuple[int, int], **kwargs: Any

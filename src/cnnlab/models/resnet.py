@@ -228,6 +228,7 @@ def _create(
 @register_model(
     "resnet",
     description="The paper's residual CNN with BN and dropout: widths 16/32/64, depth 8",
+    cam_layer="stages",
 )
 def resnet(
     in_channels: int, num_classes: int, input_size: tuple[int, int], **kwargs: Any
@@ -240,7 +241,8 @@ def resnet(
     return _create("resnet", in_channels, num_classes, input_size, ResNetConfig(), kwargs)
 
 
-@register_model("resnet-tiny", description="Two-stage 8/32-wide resnet for tests", tiny=True)
+@register_model("resnet-tiny", description="Two-stage 8/32-wide resnet for tests", tiny=True,
+                cam_layer="stages")
 def resnet_tiny(
     in_channels: int, num_classes: int, input_size: tuple[int, int], **kwargs: Any
 ) -> ResNet:

@@ -137,6 +137,7 @@ def _create(
 @register_model(
     "vgg11",
     description="VGG-11 (config A), torchvision layout and keys; small-input layout below 32x32",
+    cam_layer="features",
 )
 def vgg11(in_channels: int, num_classes: int, input_size: tuple[int, int], **kwargs: Any) -> VGG:
     """VGG-11; kwargs are :class:`VGGConfig` fields (``dropout``, ``small_input``, ...)."""
@@ -146,13 +147,15 @@ def vgg11(in_channels: int, num_classes: int, input_size: tuple[int, int], **kwa
 @register_model(
     "vgg16",
     description="VGG-16 (config D), torchvision layout and keys; small-input layout below 32x32",
+    cam_layer="features",
 )
 def vgg16(in_channels: int, num_classes: int, input_size: tuple[int, int], **kwargs: Any) -> VGG:
     """VGG-16; kwargs are :class:`VGGConfig` fields (``dropout``, ``small_input``, ...)."""
     return _create("vgg16", in_channels, num_classes, input_size, VGGConfig(cfg="D"), kwargs)
 
 
-@register_model("vgg-tiny", description="VGG-11 layout at 1/16 width, 32 hidden", tiny=True)
+@register_model("vgg-tiny", description="VGG-11 layout at 1/16 width, 32 hidden", tiny=True,
+                cam_layer="features")
 def vgg_tiny(
     in_channels: int, num_classes: int, input_size: tuple[int, int], **kwargs: Any
 ) -> VGG:
