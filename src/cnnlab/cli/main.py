@@ -160,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         verb_parser = parser.verbs.get(args.verb)  # type: ignore[attr-defined]
         _setup_logging(getattr(args, "quiet", False))
+        args.argv = argv  # what a verb that relaunches itself (train --nproc) passes on
         return int(args.run(args))
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -222,3 +223,7 @@ def entry() -> None:
     _tune_malloc()
     _choose_threads(sys.argv[1:])
     sys.exit(main())
+
+
+if __name__ == "__main__":  # torchrun -m cnnlab.cli.main train ... (each rank)
+    entry()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import TYPE_CHECKING, Any
 
 from cnnlab.cli._util import Formatter, Parser, SubParsers
@@ -34,6 +35,16 @@ def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
                    help="write report.html, report.md and plots/ into the run directory after "
                         "training (default: on, when the run has a test split)")
     g.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
+    d = p.add_argument_group("distributed (torch.distributed, through torchrun)")
+    d.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train data-parallel in N processes on this machine, launched through "
+                        "torchrun (gloo on CPU, nccl on CUDA, one GPU each); the batch size is "
+                        "the global batch (default: 1, no launch). Several machines: run "
+                        "`torchrun --nnodes M --nproc-per-node N --rdzv-backend c10d "
+                        "--rdzv-endpoint HOST:PORT -m cnnlab.cli.main train ...` on each")
+    d.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
+                   help="how long a rank waits for the others in a collective before the run "
+                        "fails (default: 300)")
     p.set_defaults(run=run)
 
 
@@ -105,6 +116,41 @@ def resolve_settings(args: argparse.Namespace, *, kind: str) -> Config:
     return cfg
 
 
+def _launch_ranks(args: argparse.Namespace) -> bool:
+    """Whether this call launches ranks (``--nproc`` > 1 outside torchrun); checks the
+    distributed options, and hands ``--dist-timeout`` to a rank's process group.
+
+    Raises:
+        ConfigError: an --nproc or --dist-timeout out of range.
+    """
+    import math
+
+    from cnnlab.errors import ConfigError
+    from cnnlab.training.distributed import TIMEOUT_ENV
+
+    if args.nproc < 1 or args.nproc > 1024:
+        raise ConfigError(f"argument --nproc: must be an integer in [1, 1024]; got {args.nproc}")
+    if args.dist_timeout is not None:
+        if not math.isfinite(args.dist_timeout) or args.dist_timeout <= 0:
+            raise ConfigError("argument --dist-timeout: must be a finite number of seconds > 0; "
+                              f"got {args.dist_timeout}")
+        os.environ[TIMEOUT_ENV] = str(args.dist_timeout)
+    return args.nproc > 1 and "WORLD_SIZE" not in os.environ
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` without its ``--nproc N`` / ``--nproc=N``: what each rank runs."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            kept.append(arg)
+    return kept
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -113,8 +159,21 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = resolve_settings(args, kind="run")
     out = Path(args.out or f"runs/{cfg.recipe or cfg.model.name}")
+    if _launch_ranks(args):
+        import sys
+
+        from cnnlab.training.distributed import DEFAULT_TIMEOUT_S, DistributedError, launch
+
+        try:
+            return launch(args.nproc, _without_nproc(args.argv),
+                          timeout_s=args.dist_timeout or DEFAULT_TIMEOUT_S)
+        except DistributedError as e:  # a runtime failure (exit 1), not a usage error
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     result = fit(cfg, out_dir=out, resume=args.resume, overwrite=args.overwrite,
                  progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # rank 0 reports
     m = result.metrics
     report = None
     if args.report and "test_accuracy" in m:  # no test split: nothing fair to report on

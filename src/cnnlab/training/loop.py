@@ -43,6 +43,7 @@ from cnnlab.inference.batched import autocast_context, evaluate_loss_accuracy, p
 from cnnlab.inference.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.models import MODELS, Classifier, InputSpec, create_model
 from cnnlab.progress import Progress
+from cnnlab.training import distributed
 from cnnlab.training.data import MANIFEST_NAME, PreparedData, prepare_data
 from cnnlab.training.folders import MAX_AUTO_SIDE
 from cnnlab.training.optim import make_optimizer, make_scheduler
@@ -171,12 +172,17 @@ def fit(
     cfg = _settings(config, last)
     t = cfg.train
     device, amp, channels_last = _devices(t)
+    rank, device = distributed.setup(device)  # (None, device) outside torchrun
+    progress = progress and (rank is None or rank.is_main)
     if model is None:
         check_model_settings(cfg)  # an invalid model fails before minutes of data loading
     torch.manual_seed(t.seed)
     if data is None:
         data = prepare_data(cfg.data, seed=t.seed, progress=progress)
     trainer = _setup(cfg, data, device, amp, channels_last, model=model, lr_groups=lr_groups)
+    if rank is not None:
+        trainer.rank, trainer.step_model = rank, rank.wrap(trainer.model, device)
+        out = out if rank.is_main else None  # only rank 0 writes the run directory
     state = _restore(last, trainer, cfg, data, out) if last is not None else RunState()
     if out is not None:
         _write_run_files(out, cfg, data, device)
@@ -206,6 +212,9 @@ def fit(
             log.info("early stopping: no validation gain for %d epochs", state.bad_epochs)
             break
 
+    if rank is not None:
+        rank.barrier()  # rank 0 has written the last epoch
+        rank.close()
     final, metrics = final_metrics(trainer, data, t, state, out)
     checkpoint = None
     if out is not None:
@@ -255,6 +264,9 @@ class Trainer:
     channels_last: bool
     images: torch.Tensor  # the training split on the device, uint8 (N, C, H, W)
     targets: torch.Tensor  # (N,)
+    # in a distributed run: this rank, and the DistributedDataParallel module the step calls
+    rank: distributed.Rank | None = None
+    step_model: nn.Module | None = None
 
     @property
     def eval_model(self) -> nn.Module:
@@ -492,13 +504,17 @@ def train_one_epoch(trainer: Trainer, data: PreparedData, t: TrainConfig, epoch:
         y = y_train[idx]  # (B,)
         if trainer.augment is not None:
             x = trainer.augment(x, generator=gen)
+        scale = 1.0
+        if trainer.rank is not None:  # this rank's share of the global (augmented) batch
+            x, y, scale = trainer.rank.local_batch(x, y)
+            idx = idx[trainer.rank.rank::trainer.rank.world_size]
         if trainer.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast_context(device, trainer.amp):
-            logits = model(x)  # (B, num_classes)
+            logits = (trainer.step_model or model)(x)  # (B, num_classes)
             loss = trainer.criterion(logits, y)
         optimizer.zero_grad(set_to_none=True)
-        trainer.scaler.scale(loss).backward()
+        trainer.scaler.scale(loss * scale if scale != 1.0 else loss).backward()
         trainer.scaler.step(optimizer)
         trainer.scaler.update()
         if trainer.sched_when == "step":
@@ -517,6 +533,8 @@ def train_one_epoch(trainer: Trainer, data: PreparedData, t: TrainConfig, epoch:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     epoch_time = time.perf_counter() - t0
+    if trainer.rank is not None:  # the epoch's figures over all ranks
+        loss_sum, correct = trainer.rank.all_sum(loss_sum), trainer.rank.all_sum(correct)
     return {"train_loss": loss_sum.item() / n_train, "train_accuracy": correct.item() / n_train,
             "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": epoch_time,
             "images_per_s": n_train / epoch_time}
