@@ -16,6 +16,7 @@ TEST_MODELS = [e.name for e in MODELS if e.tags.get("tiny") or e.tags.get("cheap
 def test_every_family_has_a_test_model() -> None:
     assert {
         "paper-cnn", "paper-cnn-tiny", "lenet5", "alexnet-tiny", "resnet-tiny", "vgg-tiny",
+        "vit-tiny", "inception-tiny", "densenet-tiny", "mobilenet-tiny", "efficientnet-tiny",
     } <= set(TEST_MODELS)
     assert not {"alexnet", "resnet", "vgg11", "vgg16"} & set(TEST_MODELS)
 

@@ -20,11 +20,14 @@ def test_public_names() -> None:
 
 def test_registered_models() -> None:
     assert list_models() == [
-        "alexnet", "convnet", "lenet5", "paper-cnn", "resnet", "vgg11", "vgg16",
+        "alexnet", "convnet", "densenet", "efficientnet", "inception", "lenet5", "mobilenet",
+        "paper-cnn", "resnet", "vgg11", "vgg16", "vit",
     ]
     assert list_models(include_tiny=True) == [
-        "alexnet", "alexnet-tiny", "convnet", "lenet5", "paper-cnn", "paper-cnn-tiny", "resnet",
-        "resnet-tiny", "vgg-tiny", "vgg11", "vgg16",
+        "alexnet", "alexnet-tiny", "convnet", "densenet", "densenet-tiny", "efficientnet",
+        "efficientnet-tiny", "inception", "inception-tiny", "lenet5", "mobilenet",
+        "mobilenet-tiny", "paper-cnn", "paper-cnn-tiny", "resnet", "resnet-tiny", "vgg-tiny",
+        "vgg11", "vgg16", "vit", "vit-tiny",
     ]
     for entry in MODELS:
         assert entry.description, entry.name

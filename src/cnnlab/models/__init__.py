@@ -3,10 +3,14 @@
 from cnnlab.models import (  # noqa: F401  (registers them)
     alexnet,
     convnet,
+    densenet,
+    inception,
     lenet,
+    mobilenet,
     paper_cnn,
     resnet,
     vgg,
+    vit,
 )
 from cnnlab.models.base import (
     MODELS,

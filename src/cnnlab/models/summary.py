@@ -16,9 +16,10 @@ Conventions:
   feature maps (Keras prints ``(H, W, C)``), ``(D,)`` for vectors.
 * MACs are multiply-accumulates per sample (one image). Conv: ``output elements x in_channels
   / groups x kernel area``; transposed conv: ``input elements x out_channels / groups x kernel
-  area``; Linear: ``output elements x in_features``. Biases, batch norm, pooling, activations
-  and dropout count 0: they are additions, comparisons or per-element scalings, and batch
-  norm folds into the preceding conv at inference. FLOPs are about 2 x MACs.
+  area``; Linear: ``output elements x in_features``; a module with a ``count_macs(inputs,
+  output)`` method (the attention product of ``vit``) says its own. Biases, batch norm,
+  pooling, activations and dropout count 0: they are additions, comparisons or per-element
+  scalings, and batch norm folds into the preceding conv at inference. FLOPs are about 2 x MACs.
 * Totals come from ``model.parameters()`` (shared parameters once, unused modules included),
   so they hold even for parameters that no row shows. Batch-norm running statistics are
   buffers, not parameters (Keras counts them as non-trainable parameters).
@@ -238,6 +239,9 @@ def _macs(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> int:
     """Multiply-accumulates per sample of one call (see the module docstring)."""
     if not isinstance(output, torch.Tensor) or output.dim() == 0:
         return 0
+    count = getattr(module, "count_macs", None)
+    if callable(count):  # a parameter-free module doing real work (vit.Attend's q k^T, ... v)
+        return int(count(inputs, output))
     batch = output.shape[0]
     if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d):
         per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
