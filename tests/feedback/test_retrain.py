@@ -113,10 +113,15 @@ def test_a_challenger_that_learned_the_feedback_is_promoted_and_reloaded(
         pred = client.post("/v1/predict", json={"image": base64.b64encode(
             (run_dir / "config.toml").read_bytes()).decode()})
         assert pred.status_code == 400  # still validating input after the swap
+        # a path only on a service started with allow_reload_path (test_hardening.py)
         bad = client.post("/v1/admin/reload", headers=ADMIN,
                           json={"path": str(tmp_path / "missing.pt")})
-        assert bad.status_code == 422
+        assert bad.status_code == 403 and bad.json()["error"]["type"] == "forbidden"
+        bad = client.post("/v1/admin/reload", headers=ADMIN, json={"version": 10**6})
+        assert bad.status_code == 404 and bad.json()["error"]["type"] == "not_found"
         assert client.get("/v1/model").json()["version"] == after  # a failed reload keeps it
+        r = client.post("/v1/admin/reload", headers=ADMIN, json={"version": entry["version"]})
+        assert r.status_code == 200 and r.json()["registry_version"] == entry["version"]
     assert main(["retrain", "--from", str(run_dir), "--feedback", db, "--out",
                  str(tmp_path / "c2"), "--replay", "30", "--epochs", "1", "-q"]) == 0
     assert "version" in capsys.readouterr().out
@@ -147,6 +152,9 @@ def test_a_challenger_worse_on_the_held_out_feedback_is_not_promoted(
         monkeypatch.setenv("CNNLAB_ADMIN_TOKEN", "s3cret")
         r = client.post("/v1/admin/reload", headers=ADMIN)
         assert r.status_code == 404 and r.json()["error"]["type"] == "not_found"
+        # nor may the challenger be asked for by its version: the gate holds
+        r = client.post("/v1/admin/reload", headers=ADMIN, json={"version": report["version"]})
+        assert r.status_code == 409 and r.json()["error"]["type"] == "not_promoted"
         assert client.get("/v1/model").json()["version"] == before
         pred = _predict(client, images[0])
         assert pred["label"] == labels[0] and pred["model_version"] == before

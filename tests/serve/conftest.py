@@ -28,23 +28,26 @@ def png() -> bytes:
 
 @contextmanager
 def _serving(app: Any) -> Iterator[str]:
-    """Run ``app`` on a real uvicorn server on a free loopback port; yields its base URL."""
+    """Run ``app`` on a real uvicorn server on a free loopback port, configured as `cnnlab
+    serve` runs it; yields its base URL."""
     import uvicorn
 
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                        ws="none"))
-    thread = threading.Thread(target=srv.run, daemon=True)
+    from cnnlab.serve.framing import bind, server_config
+
+    sock = bind("127.0.0.1", 0)
+    srv = uvicorn.Server(server_config(app, log_level="warning"))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.time() + 20
     while not srv.started:
         assert time.time() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    port = srv.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         srv.should_exit = True
         thread.join(timeout=10)
+        sock.close()
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import warnings
 from collections import Counter
@@ -51,6 +52,7 @@ def read_image(
     *,
     name: str | None = None,
     max_pixels: int = MAX_IMAGE_PIXELS,
+    reduce_above: int | None = None,
 ) -> Image.Image:
     """Decode an image file or its bytes into a loaded PIL image, upright per its EXIF tag.
 
@@ -58,6 +60,11 @@ def read_image(
         source: a path, or the encoded bytes (an upload).
         name: what to call the image in errors (default: the path, or ``"<bytes>"``).
         max_pixels: refuse images with more pixels than this (decompression bombs).
+        reduce_above: with more pixels than this, return the image shrunk by the smallest
+            integer factor that brings it to at most this many (box averaging: JPEG's
+            decoder scales by 1/2, 1/4 or 1/8 itself, :meth:`PIL.Image.Image.reduce` does the
+            rest), so the memory and the float work after it follow the reduced size, not
+            the file's. None (the default): the full size.
 
     Raises:
         ImageTooLargeError: more pixels than ``max_pixels`` (or a decompression bomb).
@@ -79,11 +86,16 @@ def read_image(
                     f"{label}: image of {width}x{height} = {width * height:,} pixels exceeds "
                     f"the limit of {max_pixels:,}; scale it down first"
                 )
-            image.load()
-            if image.format in ("PNG", "JPEG", "BMP") and not any(
-                    key in image.info for key in ("exif", "Raw profile type exif")):
-                return image  # no orientation tag to apply: already upright, and loaded
-            return ImageOps.exif_transpose(image)  # a loaded copy, independent of the file
+            fmt = image.format
+            if reduce_above is not None and width * height > reduce_above:
+                loaded = _reduced(image, reduce_above)
+            else:
+                image.load()
+                loaded = image
+            if fmt in ("PNG", "JPEG", "BMP") and not any(
+                    key in loaded.info for key in ("exif", "Raw profile type exif")):
+                return loaded  # no orientation tag to apply: already upright, and loaded
+            return ImageOps.exif_transpose(loaded)  # a loaded copy, independent of the file
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -98,6 +110,24 @@ def read_image(
         ) from e
     except (OSError, SyntaxError, ValueError) as e:  # Pillow's errors for corrupt data
         raise DataError(f"{label}: corrupt or truncated image ({e}); re-export the file") from e
+
+
+def _reduced(image: Image.Image, max_pixels: int) -> Image.Image:
+    """``image`` (opened, not loaded) decoded and shrunk by an integer factor to at most
+    ``max_pixels`` pixels; see :func:`read_image`'s ``reduce_above``."""
+    width, height = image.size
+    factor = math.ceil(math.sqrt(width * height / max_pixels))
+    if image.format == "JPEG":  # the decoder itself scales by 1/2, 1/4 or 1/8
+        image.draft(image.mode, (math.ceil(width / factor), math.ceil(height / factor)))
+    image.load()
+    # modes whose values are not intensities (palette indices, bits) or that reduce() does
+    # not take become their plain equivalents first
+    plain = {"P": "RGBA", "PA": "RGBA", "1": "L", "I;16": "I", "I;16B": "I", "I;16L": "I"}
+    if image.mode in plain:
+        image = image.convert(plain[image.mode])
+    width, height = image.size
+    factor = math.ceil(math.sqrt(width * height / max_pixels))
+    return image.reduce(factor) if factor > 1 else image
 
 
 def _flatten_alpha(image: Image.Image) -> Image.Image:

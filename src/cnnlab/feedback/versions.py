@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["current_model", "register"]
+__all__ = ["current_model", "model_entry", "register"]
 
 
 def _registry(store: Any) -> Any:
@@ -51,4 +51,14 @@ def current_model(store: Any) -> dict[str, Any] | None:
     with store.engine.connect() as conn:
         row = conn.execute(sa.select(table).where(table.c.promoted)
                            .order_by(table.c.version.desc()).limit(1)).first()
+    return dict(row._mapping) if row is not None else None
+
+
+def model_entry(store: Any, version: int) -> dict[str, Any] | None:
+    """The registry's record of ``version`` in ``store``, promoted or not, or None."""
+    import sqlalchemy as sa
+
+    table = _registry(store)
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(table).where(table.c.version == version)).first()
     return dict(row._mapping) if row is not None else None

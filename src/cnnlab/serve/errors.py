@@ -70,9 +70,11 @@ def install_error_handlers(app: Any) -> None:
 
     @app.exception_handler(ClientError)
     async def client_error(request: Any, exc: ClientError) -> Response:
-        if exc.status >= 500:
+        if exc.status == 500:
             log.error("%s %s: %s", request.method, request.url.path, exc.message,
                       exc_info=exc)
+        elif exc.status > 500:  # the service is busy, not broken
+            log.warning("%s %s: %s", request.method, request.url.path, exc.message)
         return answer(exc.status, exc.kind, exc.message)
 
     @app.exception_handler(CnnlabError)
@@ -96,7 +98,8 @@ def install_error_handlers(app: Any) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Any, exc: HTTPException) -> Response:
-        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        kind = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+                413: "payload_too_large"}.get(exc.status_code, "http_error")
         if exc.status_code >= 500:
             log.error("%s %s: %s", request.method, request.url.path, exc.detail, exc_info=exc)
         return answer(exc.status_code, kind, str(exc.detail))

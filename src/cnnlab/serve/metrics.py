@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from cnnlab.feedback.drift import drift
+from cnnlab.feedback.drift import RecentLabels, drift
 
 __all__ = ["KNOWN_PATHS", "LATENCY_BUCKETS_MS", "Metrics"]
 
@@ -31,6 +31,8 @@ class Metrics:
     feedback_confirmed: int = 0
     feedback_corrected: int = 0
     reference: dict[str, float] = field(default_factory=dict)  # training class shares
+    # the last predictions' labels, for the sliding-window drift beside the cumulative one
+    recent_predictions: RecentLabels = field(default_factory=lambda: RecentLabels(1000))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def request(self, path: str, status: int, ms: float) -> None:
@@ -46,6 +48,7 @@ class Metrics:
     def prediction(self, label: str) -> None:
         with self.lock:
             self.predictions[label] = self.predictions.get(label, 0) + 1
+            self.recent_predictions.add(label)
 
     def batch(self, size: int) -> None:
         with self.lock:
@@ -105,6 +108,14 @@ class Metrics:
             if sum(self.predictions.values()) and self.reference:
                 lines.append("cnnlab_prediction_drift "
                              f"{drift(self.predictions, self.reference):.6f}")
+            window = self.recent_predictions
+            lines += [f"# HELP cnnlab_prediction_drift_recent The same distance for the last "
+                      f"{window.size} predictions only (a sliding window: a recent shift shows "
+                      "here first).",
+                      "# TYPE cnnlab_prediction_drift_recent gauge"]
+            if len(window) and self.reference:
+                lines.append("cnnlab_prediction_drift_recent "
+                             f"{drift(window.counts, self.reference):.6f}")
             lines += ["# HELP cnnlab_model_info The model being served.",
                       "# TYPE cnnlab_model_info gauge",
                       f'cnnlab_model_info{{version="{model_version}"}} 1']

@@ -1,10 +1,13 @@
 """The guard in front of every request: body size, unhandled errors, request metrics.
 
 A pure ASGI middleware (cheaper per request than Starlette's ``BaseHTTPMiddleware``). It
-refuses a body whose declared length is over the limit with 413 before reading it, turns an
-unhandled exception into a JSON 500 logged with its traceback, and counts every request with
-its status and latency. The same guard wraps the plain ASGI handler of the fast predict path
-(:func:`cnnlab.serve.routers.predict.predict_raw`).
+refuses a body whose declared length is over the limit with 413 before reading it, and counts
+the bytes every ``receive()`` hands on, so a body without a Content-Length (chunked) or with a
+false one stops being read at the limit too: :class:`BodyTooLarge` is raised inside the
+reading endpoint, whatever form it parses (JSON, raw image, multipart), and answered 413. It
+turns an unhandled exception into a JSON 500 logged with its traceback, and counts every
+request with its status and latency. The same guard wraps the plain ASGI handler of the fast
+predict path (:func:`cnnlab.serve.routers.predict.predict_raw`).
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.exceptions import HTTPException
+
 from cnnlab.serve.errors import error_body
 from cnnlab.serve.metrics import Metrics
 
-__all__ = ["Guard", "send_json"]
+__all__ = ["BodyTooLarge", "Guard", "limited_receive", "send_json"]
 
 log = logging.getLogger("cnnlab.serve")
 
@@ -31,6 +36,34 @@ async def send_json(send: Any, status: int, body: bytes) -> None:
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+class BodyTooLarge(HTTPException):
+    """The request body went over the limit while being read (413).
+
+    An ``HTTPException`` so that FastAPI's body parsing re-raises it as it is (it turns other
+    exceptions into a 400) and the app's handler answers it in the one error shape."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body exceeds the limit of {limit:,} bytes; send "
+                              "a smaller image (or fewer of them)")
+
+
+def limited_receive(receive: Any, limit: int) -> Any:
+    """``receive`` that raises :class:`BodyTooLarge` once the request's body bytes pass
+    ``limit``: nothing beyond the limit is kept."""
+    seen = 0
+
+    async def receive_within_limit() -> Any:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    return receive_within_limit
 
 
 class Guard:
@@ -63,12 +96,18 @@ class Guard:
                     state["status"], state["started"] = message["status"], True
                 await send(message)
 
+            receive = limited_receive(receive, self.max_body)
             try:
                 if self.raw is not None:
                     if not await self.raw(scope, receive, tracked):
                         state["status"] = 499  # the client closed the connection
                 else:
                     await self.app(scope, receive, tracked)
+            except BodyTooLarge as e:  # raised outside a route (the fast path)
+                if state["started"]:
+                    raise
+                await send_json(send, 413, error_body("payload_too_large", str(e.detail)))
+                state["status"] = 413
             except Exception:  # a bug: report it as such, keep serving
                 log.exception("%s %s failed", scope.get("method"), scope["path"])
                 if state["started"]:

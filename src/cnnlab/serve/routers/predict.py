@@ -82,9 +82,12 @@ _BATCH_BODY = {"requestBody": {"required": True, "content": {
 }}}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "not an image, truncated, empty, or not valid JSON"},
-    413: {"description": "body, pixel count or number of images over the limit"},
+    413: {"description": "body, pixels per image or per request, or number of images over "
+                         "the limit"},
     415: {"description": "a content type not accepted"},
     422: {"description": "JSON fields of the wrong form"},
+    503: {"description": "decoding did not finish within the time budget (or every decoder "
+                         "stayed busy): retry later, or send a smaller image"},
 }
 
 
@@ -119,8 +122,7 @@ async def predict(request: Request, state: State, include_input: bool = False) -
     """Classify one image: multipart ``file``, a raw PNG or JPEG body, or JSON ``image``
     (base64) or ``pixels``."""
     t0 = time.perf_counter()
-    (x,) = await images_from_request(request, batch=False, model=state.model,
-                                     settings=state.settings)
+    (x,) = await images_from_request(request, state, batch=False)
     return Response(await predict_one(state, x, t0, include_input),
                     media_type="application/json")
 
@@ -130,8 +132,7 @@ async def predict(request: Request, state: State, include_input: bool = False) -
 async def predict_batch(request: Request, state: State) -> Response:
     """Classify many images at once: multipart ``files`` or JSON ``images``."""
     t0 = time.perf_counter()
-    xs = await images_from_request(request, batch=True, model=state.model,
-                                   settings=state.settings)
+    xs = await images_from_request(request, state, batch=True)
     probs = await asyncio.get_running_loop().run_in_executor(None, state.run_batch, xs)
     ms = (time.perf_counter() - t0) * 1000
     return Response(dumps({"predictions": [answer(state, p, ms, x)
@@ -142,21 +143,15 @@ async def predict_batch(request: Request, state: State) -> Response:
 async def predict_raw(state: ServiceState, scope: Any, receive: Any, send: Any) -> bool:
     """``POST /v1/predict`` with a raw image or JSON body as a plain ASGI handler: the same
     answers as the route, without the framework's routing, request object and dependency
-    solving. Returns False when the client went away."""
+    solving. Returns False when the client went away. ``receive`` is the guard's, which
+    raises :class:`~cnnlab.serve.middleware.BodyTooLarge` at the body limit."""
     t0 = time.perf_counter()
-    limit = state.settings.max_body_bytes
-    chunks, size = [], 0
+    chunks = []
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return False
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:  # a body sent without a content-length
-            await send_json(send, 413, error_body(
-                "payload_too_large", f"the request body exceeds the limit of {limit:,} bytes"))
-            return True
-        chunks.append(chunk)
+        chunks.append(message.get("body", b""))
         if not message.get("more_body"):
             break
     query = scope.get("query_string", b"")
@@ -164,8 +159,7 @@ async def predict_raw(state: ServiceState, scope: Any, receive: Any, send: Any) 
         "include_input", [""])[-1] in ("1", "true")
     try:
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        (x,) = images_from_body(content_type(scope), body, batch=False, model=state.model,
-                                settings=state.settings)
+        (x,) = await images_from_body(state, content_type(scope), body, batch=False)
         status, payload = 200, await predict_one(state, x, t0, include)
     except ClientError as e:
         status, payload = e.status, error_body(e.kind, e.message)
