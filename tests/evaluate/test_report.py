@@ -38,11 +38,23 @@ def _test_split():
     return prepared_data().test
 
 
-def test_report_in_the_run_directory(run_dir):
+def _fake_writer_labels(targets, monkeypatch):
+    """QMNIST labels that describe ``targets``: students wrote 0-4999, employees the rest."""
+    from cnnlab.data import qmnist
+
+    t = np.asarray(targets, dtype=np.int64)
+    series = np.where(np.arange(len(t)) < 5000, 4, 0)
+    writer = np.where(series == 4, 2100, 0) + np.arange(len(t)) // 50
+    fake = qmnist.WriterLabels("test", t, series, writer, "memory")
+    monkeypatch.setattr(qmnist, "load_writers", lambda split, data_dir=None: fake)
+
+
+def test_report_in_the_run_directory(run_dir, monkeypatch):
     before = json.loads((run_dir / "metrics.json").read_text())
-    # 10,000 images named like the MNIST test split, so the writer groups appear too
+    # 10,000 images named like the MNIST test split, with writer labels, so the groups appear
     images, targets = learnable_images(2500, 4, seed=5)
     ds = ImageDataset(images, targets, ["0", "1", "2", "3"], "mnist", "memory")
+    _fake_writer_labels(targets, monkeypatch)
     result = build_report(run_dir / "model.pt", dataset=ds, **FAST)
 
     assert set(result["plots"]) == set(PLOT_TITLES)  # history.csv gives the training curves
@@ -78,7 +90,8 @@ def test_report_in_the_run_directory(run_dir):
     assert eff["train_time_s"] == before["train_time_s"]
     assert eff["latency_ms_p50"] <= eff["latency_ms_p99"]
     wg = ev["writer_groups"]
-    assert [g["name"] for g in wg["groups"]] == ["SD-3", "SD-1"]
+    assert [g["name"] for g in wg["groups"]] == ["students", "employees"]
+    assert "0-5000 were written by high-school students" in page
     correct = np.array(ev["confusion_matrix"]).trace()
     assert sum(g["samples"] - g["errors"] for g in wg["groups"]) == correct
     assert result["files"]["html"] == str(run_dir / "report.html")
@@ -96,30 +109,49 @@ def test_report_elsewhere_carries_the_training_figures(run_dir, tmp_path):
     assert "Writer groups" not in page
 
 
-def test_writer_groups_on_synthetic_predictions():
+@pytest.fixture(scope="module")
+def mnist_test_targets(mnist_dir):
+    from cnnlab.data import read_idx
+
+    return read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz").astype(np.int64)
+
+
+def test_writer_groups_come_from_the_qmnist_labels(mnist_test_targets, mnist_dir):
+    from cnnlab.data.qmnist import load_writers
+
+    targets = mnist_test_targets
+    population = load_writers("test", data_dir=mnist_dir).population
     rng = np.random.default_rng(0)
-    targets = rng.integers(0, 10, 10000)
     preds = targets.copy()
-    preds[rng.choice(5000, 100, replace=False)] += 1  # SD-3: 98.0 %
-    preds[5000 + rng.choice(5000, 300, replace=False)] += 1  # SD-1: 94.0 %
+    students, employees = (np.flatnonzero(population == p) for p in ("student", "employee"))
+    preds[rng.choice(students, 300, replace=False)] += 1  # students: 300 of 5001 wrong
+    preds[rng.choice(employees, 100, replace=False)] += 1  # employees: 100 of 4999 wrong
     preds %= 10
-    wg = writer_groups(torch.from_numpy(targets), torch.from_numpy(preds), n_boot=2000)
-    sd3, sd1 = wg["groups"]
-    assert (sd3["images"], sd1["images"]) == ("0-4999", "5000-9999")
-    assert sd3["accuracy"] == pytest.approx(0.98) and sd1["accuracy"] == pytest.approx(0.94)
-    assert (sd3["errors"], sd1["errors"]) == (100, 300)
-    assert wg["gap"] == pytest.approx(0.04)
+    wg = writer_groups(torch.from_numpy(targets), torch.from_numpy(preds), n_boot=2000,
+                       data_dir=mnist_dir)  # the labels in qmnist/ beside the MNIST folder
+    st, em = wg["groups"]
+    assert (st["name"], em["name"]) == ("students", "employees")
+    assert (st["samples"], em["samples"]) == (5001, 4999)  # one student digit in 5000-9999
+    assert (st["images"], em["images"]) == ("0-5000", "5001-9999")
+    assert (st["errors"], em["errors"]) == (300, 100)
+    assert (st["writer_count"], em["writer_count"]) == (249, 48)
+    assert st["accuracy"] == pytest.approx(1 - 300 / 5001)
+    assert wg["gap"] == pytest.approx(300 / 5001 - 100 / 4999)
     low, high = wg["gap_ci"]
-    # the gap's standard error is sqrt(.98*.02/5000 + .94*.06/5000) = 0.0038
-    assert low < 0.04 < high and high - low == pytest.approx(2 * 1.96 * 0.0038, rel=0.15)
-    assert wg["gap_significant"]
-    same = writer_groups(targets, targets, n_boot=200)
+    assert low < wg["gap"] < high and wg["gap_significant"]
+    # errors spread at random over writers: the writer bootstrap's width is near the
+    # binomial one, sqrt(p1 q1 / n1 + p2 q2 / n2) = 0.0040
+    assert high - low == pytest.approx(2 * 1.96 * 0.0040, rel=0.3)
+    same = writer_groups(targets, targets, n_boot=200, data_dir=mnist_dir)
     assert same["gap"] == 0 and same["gap_ci"] == [0.0, 0.0] and not same["gap_significant"]
 
 
-def test_writer_groups_need_the_whole_mnist_test_split():
+def test_writer_groups_need_the_whole_mnist_test_split(mnist_test_targets, mnist_dir):
     with pytest.raises(DataError, match="10,000 images; got 9999 targets and 9999 predictions"):
         writer_groups(np.zeros(9999, int), np.zeros(9999, int))
+    shuffled = np.roll(mnist_test_targets, 1)
+    with pytest.raises(DataError, match="disagree"):
+        writer_groups(shuffled, shuffled, data_dir=mnist_dir)
 
 
 def test_most_confused_pairs():
@@ -165,8 +197,8 @@ def test_report_of_a_real_mnist_model(mnist_dir, tmp_path):
     result = build_report(tmp_path, **FAST)
     assert result["dataset"] == "mnist" and result["samples"] == 10000
     assert result["accuracy"] > 0.5
-    sd3, sd1 = result["writer_groups"]["groups"]
-    assert sd3["samples"] == sd1["samples"] == 5000
+    students, employees = result["writer_groups"]["groups"]
+    assert (students["samples"], employees["samples"]) == (5001, 4999)
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len(PLOT_TITLES)
     assert "digits centred like MNIST" in page and ">Writer groups</h2>" in page

@@ -4,7 +4,8 @@ one self-contained ``report.html`` that opens offline with its figures embedded.
 
 Both documents open with a short model card: data, recipe and model, headline metrics with
 95 % intervals, efficiency and known limits. For the MNIST test split the accuracy is also broken
-down by writer population (NIST SD-3 and SD-1), with the gap and its bootstrap interval.
+down by writer population (students and Census Bureau employees, from the QMNIST writer
+labels: :mod:`cnnlab.evaluate.writers`), with the gap and its writer-bootstrap interval.
 """
 
 from __future__ import annotations
@@ -24,60 +25,14 @@ import torch
 from cnnlab.data import ImageDataset
 from cnnlab.errors import ConfigError, DataError
 from cnnlab.evaluate.documents import PLOT_TITLES, html_page, markdown, model_card
+from cnnlab.evaluate.writers import MNIST_WRITER_GROUPS, writer_groups
 
 __all__ = ["MNIST_WRITER_GROUPS", "PLOT_TITLES", "build_report", "compare_engines",
            "most_confused_pairs", "writer_groups"]
 
 log = logging.getLogger("cnnlab")
 
-# MNIST's test set: the first 5000 images come from NIST SD-3 (Census Bureau employees), the
-# last 5000 from SD-1 (high-school students); LeCun et al. describe the split.
-MNIST_WRITER_GROUPS = (
-    ("SD-3", "Census Bureau employees", 0, 5000),
-    ("SD-1", "high-school students", 5000, 10000),
-)
-
-
-
 # --- pieces that need no model -------------------------------------------------------------------
-
-def writer_groups(targets: Any, preds: Any, *, n_boot: int = 1000, confidence: float = 0.95,
-                  seed: int | None = 0) -> dict[str, Any]:
-    """Accuracy of MNIST test predictions per writer population and the gap between them.
-
-    The gap is SD-3 accuracy minus SD-1 accuracy; its interval is a percentile bootstrap that
-    resamples each group on its own (each resampled group's correct count is binomial).
-
-    Raises:
-        DataError: not exactly 10,000 targets and predictions (the MNIST test split).
-    """
-    t = np.asarray(targets.cpu() if isinstance(targets, torch.Tensor) else targets)
-    p = np.asarray(preds.cpu() if isinstance(preds, torch.Tensor) else preds)
-    if t.shape != (10000,) or p.shape != (10000,):
-        raise DataError("writer groups are defined for the MNIST test split of 10,000 images; "
-                        f"got {t.shape[0] if t.ndim else 0} targets and "
-                        f"{p.shape[0] if p.ndim else 0} predictions")
-    from cnnlab.evaluate.metrics import bootstrap_ci
-
-    rng = np.random.default_rng(seed)
-    groups: list[dict[str, Any]] = []
-    draws: list[np.ndarray] = []
-    for name, writers, start, stop in MNIST_WRITER_GROUPS:
-        correct = t[start:stop] == p[start:stop]
-        n = stop - start
-        acc, low, high = bootstrap_ci(t[start:stop], p[start:stop], "accuracy", n_boot,
-                                      confidence, seed)
-        groups.append({"name": name, "writers": writers, "images": f"{start}-{stop - 1}",
-                       "samples": n, "errors": int(n - correct.sum()), "accuracy": acc,
-                       "accuracy_ci": [low, high]})
-        draws.append(rng.binomial(n, correct.mean(), size=n_boot) / n)
-    gap = groups[0]["accuracy"] - groups[1]["accuracy"]
-    q = [(1 - confidence) / 2, (1 + confidence) / 2]
-    low, high = (float(v) for v in np.quantile(draws[0] - draws[1], q))
-    return {"groups": groups, "gap": gap, "gap_ci": [low, high], "confidence": confidence,
-            "gap_definition": "SD-3 accuracy minus SD-1 accuracy",
-            "gap_significant": not (low <= 0.0 <= high)}
-
 
 def most_confused_pairs(cm: Any, classes: list[str], top: int = 10) -> list[tuple[str, str, int]]:
     """The ``top`` largest off-diagonal cells of a confusion matrix as (true, predicted, count),
@@ -320,7 +275,14 @@ def build_report(
         evaluation["engines"] = compare_engines(ckpt_path, ds, list(engines), device=dev,
                                                 batch_size=batch_size)
     if name == "mnist" and src.split == "test" and len(ds) == 10000:
-        evaluation["writer_groups"] = writer_groups(targets, preds, n_boot=n_boot)
+        try:  # the groups come from the QMNIST labels, shipped beside MNIST in data/qmnist
+            evaluation["writer_groups"] = writer_groups(
+                targets, preds, n_boot=n_boot,
+                data_dir=str(data_dir) if data_dir is not None
+                else model.config.get("data", {}).get("data_dir") or None)
+        except DataError as e:  # labels not found, or not MNIST's test split in its order
+            caught.append(f"no writer groups: {e}")
+            log.warning("report: no writer groups: %s", e)
 
     # efficiency
     training = {k: v for k, v in _read_json(run_dir / "metrics.json").items()
