@@ -44,6 +44,17 @@ def test_builtin_spaces_are_valid_for_convnet() -> None:
                                           "model.residual", "model.batch_norm", "model.dropout"}
 
 
+@pytest.mark.parametrize("family", ["vit", "inception", "densenet", "mobilenet", "efficientnet",
+                                    "vit-tiny"])
+def test_nas_space_has_knobs_for_the_new_families(family: str) -> None:
+    space = load_space("nas", model=family)
+    assert space.model == family.removesuffix("-tiny")
+    assert "model.dropout" in space.keys and len(space.keys) >= 3
+    assert "model.residual" not in space.keys  # convnet's knobs stay convnet's
+    base = resolve_config({"model": {"name": family}}, space.base)
+    check_space(space, base)  # every choice and bound builds this family
+
+
 def test_table3_depths_build_convnets_of_that_many_layers() -> None:
     from torch import nn
 
@@ -176,8 +187,8 @@ def test_table3_families() -> None:
                                           r".*\[models\.resnet\] table"):
         load_space("table3", model="resnet")
     # a space without per-family tables applies to every model as it is
-    nas = load_space("nas")
-    assert nas.model == "" and nas.for_model("resnet") is nas
+    plain = space_from_dict("plain", {"params": {"optim.lr": [0.001, 0.01]}})
+    assert plain.model == "" and plain.for_model("resnet") is plain
 
 
 def test_toml_file_with_per_family_tables(tmp_path: Path) -> None:

@@ -30,7 +30,8 @@ knobs are; the study searches ``[params]`` plus the tables of the family it trai
 
 :meth:`SearchSpace.for_model` picks the family's tables, and refuses a family the space has
 none for. Built-in spaces (:data:`SPACES`): ``table3``, the paper's Table III, for ``convnet``
-and the paper's own ``paper-cnn``, and ``nas``, an architecture search over ``convnet``.
+and the paper's own ``paper-cnn``, and ``nas``, an architecture search over ``convnet`` (the
+default) or ``vit``, ``inception``, ``densenet``, ``mobilenet``, ``efficientnet``.
 """
 
 from __future__ import annotations
@@ -323,6 +324,15 @@ def space_from_dict(name: str, data: dict[str, Any], description: str = "") -> S
 
 # --- built-in spaces --------------------------------------------------------------------------
 
+# MobileNet and EfficientNet share a builder, so they share knobs
+_MOBILE_KNOBS: dict[str, Any] = {
+    "model.width_mult": [0.5, 0.75, 1.0, 1.5],
+    "model.expansion": [2.0, 4.0, 6.0],
+    "model.kernel_size": [3, 5],
+    "model.se_ratio": [0.0, 0.25],
+    "model.activation": ["relu6", "hardswish", "silu"],
+}
+
 SPACES: dict[str, dict[str, Any]] = {
     # The paper's Table III: 3^5 = 243 grid points. The ranges around the grid points are what
     # random and TPE search explore. Trials train on a stratified 5,000-image subset and
@@ -352,21 +362,48 @@ SPACES: dict[str, dict[str, Any]] = {
             },
         },
     },
-    # Architecture search over the convnet family, accuracy against batch-1 latency.
+    # Architecture search, accuracy against batch-1 latency: convnet by default, or the knobs
+    # of another family (vit, inception, densenet, mobilenet, efficientnet) with --model.
     "nas": {
-        "description": "architecture search over convnet: depth, width, kernel size, residual "
-                       "connections, batch norm, dropout; accuracy against batch-1 latency",
+        "description": "architecture search, accuracy against batch-1 latency: convnet's "
+                       "depth, width, kernel size, residual connections, batch norm, or the "
+                       "knobs of vit, inception, densenet, mobilenet, efficientnet; dropout",
         "objectives": ["val_accuracy", "latency_ms"],
         "base": {"data": {"limit": 5000, "val_fraction": 2000 / 60000},
                  "optim": {"optimizer": "adam", "lr": 3e-3, "scheduler": "onecycle"},
                  "train": {"epochs": 3, "amp": "on", "channels_last": "on"}},
         "params": {
-            "model.depth": {"values": [4, 6, 8, 12], "low": 4, "high": 12},
-            "model.width": [4, 8, 16, 32],
-            "model.kernel_size": [3, 5, 7],
-            "model.residual": [False, True],
-            "model.batch_norm": [False, True],
             "model.dropout": {"values": [0.0, 0.25, 0.5], "low": 0.0, "high": 0.5},
+        },
+        "models": {
+            "convnet": {
+                "model.depth": {"values": [4, 6, 8, 12], "low": 4, "high": 12},
+                "model.width": [4, 8, 16, 32],
+                "model.kernel_size": [3, 5, 7],
+                "model.residual": [False, True],
+                "model.batch_norm": [False, True],
+            },
+            # every width is a multiple of every head count, every patch divides 28
+            "vit": {
+                "model.depth": {"values": [2, 4, 6, 8], "low": 2, "high": 8},
+                "model.width": [32, 64, 96],
+                "model.heads": [2, 4],
+                "model.patch_size": [4, 7],
+                "model.mlp_ratio": [2.0, 4.0],
+                "model.pooling": ["cls", "mean"],
+            },
+            "inception": {
+                "model.width": [16, 32, 64],
+                "model.factorised": [True, False],
+            },
+            "densenet": {
+                "model.growth_rate": [8, 12, 16, 24],
+                "model.layers": {"values": [2, 4, 6], "low": 2, "high": 8},
+                "model.compression": [0.5, 1.0],
+                "model.bottleneck": [0, 2, 4],
+            },
+            "mobilenet": _MOBILE_KNOBS,
+            "efficientnet": _MOBILE_KNOBS,
         },
     },
 }
