@@ -78,24 +78,28 @@ def read_image(
         # that an error here without touching the global, and apply our tighter limit too.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow's warnings about damaged metadata ("Corrupt EXIF data" in a cut TIFF)
+            # are not errors: the decoding goes on and fails, or not, as it would
+            # anywhere, whatever the caller's warning filters say
+            warnings.simplefilter("ignore", UserWarning)
             image = Image.open(stream, formats=_FORMATS)
-        with image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageTooLargeError(
-                    f"{label}: image of {width}x{height} = {width * height:,} pixels exceeds "
-                    f"the limit of {max_pixels:,}; scale it down first"
-                )
-            fmt = image.format
-            if reduce_above is not None and width * height > reduce_above:
-                loaded = _reduced(image, reduce_above)
-            else:
-                image.load()
-                loaded = image
-            if fmt in ("PNG", "JPEG", "BMP") and not any(
-                    key in loaded.info for key in ("exif", "Raw profile type exif")):
-                return loaded  # no orientation tag to apply: already upright, and loaded
-            return ImageOps.exif_transpose(loaded)  # a loaded copy, independent of the file
+            with image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise ImageTooLargeError(
+                        f"{label}: image of {width}x{height} = {width * height:,} pixels "
+                        f"exceeds the limit of {max_pixels:,}; scale it down first"
+                    )
+                fmt = image.format
+                if reduce_above is not None and width * height > reduce_above:
+                    loaded = _reduced(image, reduce_above)
+                else:
+                    image.load()
+                    loaded = image
+                if fmt in ("PNG", "JPEG", "BMP") and not any(
+                        key in loaded.info for key in ("exif", "Raw profile type exif")):
+                    return loaded  # no orientation tag to apply: upright, and loaded
+                return ImageOps.exif_transpose(loaded)  # a loaded copy, free of the file
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
