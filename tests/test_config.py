@@ -112,6 +112,8 @@ def test_flags_are_generated_from_the_fields_with_their_defaults():
         "batch_size": "train.batch_size", "label_smoothing": "train.label_smoothing",
         "ema": "train.ema", "early_stopping": "train.early_stopping", "seed": "train.seed",
         "device": "train.device", "threads": "train.threads",
+        "adversarial": "train.adversarial.method", "eps": "train.adversarial.eps",
+        "steps": "train.adversarial.steps", "alpha": "train.adversarial.alpha",
         "optimizer": "optim.optimizer", "lr": "optim.lr", "weight_decay": "optim.weight_decay",
         "momentum": "optim.momentum", "scheduler": "optim.scheduler"}
     defaults = Config().to_dict()

@@ -31,6 +31,7 @@ __all__ = [
     "FLAGS",
     "FLAG_KEYS",
     "RECIPES",
+    "AdversarialSettings",
     "AugmentSettings",
     "Config",
     "DataConfig",
@@ -82,7 +83,8 @@ def one_of(*choices: Any, expected: str = "") -> Check:
 
 def setting(default: Any, help: str = "", *, valid: Check | None = None,
             flag: bool | str = False, group: str = "", choices: Sequence[str] = (),
-            metavar: str | None = None, shown: str = "") -> Any:
+            metavar: str | None = None, shown: str = "", values: Sequence[str] = (),
+            value_key: str = "") -> Any:
     """A config field whose metadata holds its help, its range and its CLI flag.
 
     Args:
@@ -98,12 +100,16 @@ def setting(default: Any, help: str = "", *, valid: Check | None = None,
         metavar: the flag's placeholder in ``--help``.
         shown: how ``--help`` states the default, where the bare value says little ("off" for
             0); ``{}`` in it is replaced by the default (``"{:.4f}"``).
+        values: for a bool flag, the values it may also take (``--augment robust``): one
+            turns the setting on and sets the sibling field ``value_key`` to it.
+        value_key: the field of the same section that such a value sets.
     """
     if choices and valid is None:
         valid = one_of(*choices)
     return field(default=default, metadata={
         "help": help, "valid": valid, "flag": flag, "group": group,
-        "choices": tuple(choices), "metavar": metavar, "shown": shown})
+        "choices": tuple(choices), "metavar": metavar, "shown": shown,
+        "values": tuple(values), "value_key": value_key})
 
 
 class _Section:
@@ -142,8 +148,14 @@ class _Section:
 class AugmentSettings(_Section):
     prefix: ClassVar[str] = "data.augment."
 
-    enabled: bool = setting(  # batched random affine on every training batch
-        False, "random rotation, scaling and shifts on every batch", flag="augment")
+    enabled: bool = setting(  # batched random augmentation on every training batch
+        False, "random rotation, scaling and shifts on every batch; --augment robust adds "
+               "noise, blur, thinner and thicker strokes and stray strokes; --no-augment: none",
+        flag="augment", values=("affine", "robust"), value_key="kind")
+    # affine = the random affine alone; robust = the affine, then noise, blur, morphology and
+    # stray strokes, each on a share robust_p of the samples (cnnlab.data.robust)
+    kind: str = setting("affine", choices=("affine", "robust"))
+    robust_p: float = setting(0.5, valid=within(0, 1))  # robust: share of samples per family
     rotation: float = setting(10.0, valid=at_least(0))  # max rotation, degrees (+/-)
     scale_min: float = setting(  # random zoom range
         0.9, valid=Check(lambda v, s: 0 < v <= s.scale_max, "> 0 and <= data.augment.scale_max"))
@@ -227,6 +239,30 @@ class OptimConfig(_Section):
 
 
 @dataclass(frozen=True)
+class AdversarialSettings(_Section):
+    """Adversarial training (cnnlab.training.adversarial): each training batch is replaced by
+    adversarial examples of the model being trained, found in [0, 1] pixel space."""
+
+    prefix: ClassVar[str] = "train.adversarial."
+
+    method: str = setting(  # none | fgsm-rs (Wong et al. 2020) | pgd (Madry et al. 2018)
+        "none", "train on adversarial examples: fgsm-rs (fast FGSM with random start, Wong et "
+                "al. 2020) or pgd (Madry et al. 2018)",
+        flag="adversarial", choices=("none", "fgsm-rs", "pgd"))
+    eps: float = setting(  # L-inf radius on the [0, 1] pixel scale (MNIST's standard: 0.3)
+        0.3, "L-inf radius of the training attack on the [0, 1] pixel scale",
+        valid=within(0, 1), flag=True)
+    steps: int = setting(  # pgd: attack steps per batch (fgsm-rs takes one)
+        10, "pgd: attack steps per training batch", valid=at_least(1, "an integer >= 1"),
+        flag=True)
+    alpha: float = setting(  # step size on the [0, 1] scale; 0 = the method's own
+        0.0, "attack step size on the [0, 1] pixel scale", valid=within(0, 1), flag=True,
+        shown="1.25 x eps for fgsm-rs (Wong et al.), 2.5 x eps / steps for pgd (Madry et al.)")
+    # the radius grows linearly from 0 to eps over this many epochs (0 = eps from the start)
+    eps_warmup_epochs: float = setting(0.0, valid=at_least(0))
+
+
+@dataclass(frozen=True)
 class TrainConfig(_Section):
     prefix: ClassVar[str] = "train."
 
@@ -256,6 +292,7 @@ class TrainConfig(_Section):
     threads: int = setting(  # torch threads on CPU (0 = torch's default)
         0, "CPU threads for torch", valid=at_least(0, ">= 0 (0 = default)"), flag=True,
         group="run", shown="torch's choice")
+    adversarial: AdversarialSettings = field(default_factory=lambda: AdversarialSettings())
 
 
 @dataclass(frozen=True)
@@ -314,6 +351,35 @@ RECIPES: dict[str, dict[str, Any]] = {
         "train": {"epochs": 20, "batch_size": 128, "label_smoothing": 0.1, "ema": 0.999,
                   "amp": "on", "channels_last": "on"},
     },
+    # Corruption robustness (issue 15): the default model and schedule, with the robust
+    # augmentation (a wider affine, then noise, blur, thinner/thicker strokes and stray
+    # strokes on half the samples each); benchmarks/bench_robust_training.py holds the search.
+    "robust": {
+        "model": {"name": "resnet", "widths": [32, 64, 128], "blocks": [0, 1, 1],
+                  "downsample": "maxpool", "dropout": 0.1},
+        "data": {"val_fraction": 0.0,
+                 "augment": {"enabled": True, "kind": "robust", "robust_p": 0.5,
+                             "rotation": 15.0, "scale_min": 0.85, "scale_max": 1.15,
+                             "translate": 0.15, "shear": 15.0}},
+        "optim": {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 5e-2,
+                  "scheduler": "onecycle", "pct_start": 0.2},
+        "train": {"epochs": 20, "batch_size": 128, "label_smoothing": 0.1, "ema": 0.999,
+                  "amp": "on", "channels_last": "on"},
+    },
+    # L-inf adversarial robustness at eps 0.3 (issue 15): PGD training (Madry et al. 2018) of
+    # the default model, the radius ramped up over the first 2 epochs (a full radius from the
+    # start stalls training on MNIST), no label smoothing (it masks gradients) and an EMA.
+    "adversarial": {
+        "model": {"name": "resnet", "widths": [32, 64, 128], "blocks": [0, 1, 1],
+                  "downsample": "maxpool"},
+        "data": {"val_fraction": 0.0},
+        "optim": {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 5e-2,
+                  "scheduler": "onecycle", "pct_start": 0.2},
+        "train": {"epochs": 12, "batch_size": 128, "ema": 0.999, "amp": "on",
+                  "channels_last": "on",
+                  "adversarial": {"method": "pgd", "eps": 0.3, "steps": 7, "alpha": 0.1,
+                                  "eps_warmup_epochs": 2.0}},
+    },
     # The paper's Table III best values: Adam, lr 0.001, batch 64, 20 epochs, 3x3 filters.
     "paper": {
         "model": {"name": "paper-cnn", "kernel_size": 3},
@@ -326,6 +392,8 @@ RECIPE_HELP: dict[str, str] = {
     "fast": "fastest to 99 %: convnet, one epoch over all 60k images, Adam one-cycle",
     "default": "the most accurate: residual CNN, augmentation, EMA, AdamW one-cycle, 20 epochs",
     "paper": "the paper's Table III best values: paper-cnn, Adam lr 0.001, batch 64, 20 epochs",
+    "robust": "corruption-robust: the default model with --augment robust (noise, blur, strokes)",
+    "adversarial": "L-inf eps 0.3 adversarial robustness: the default model, PGD-7 training",
 }
 
 
@@ -575,6 +643,10 @@ class Flag:
     choices: tuple[str, ...] = ()
     metavar: str | None = None
     shown: str = ""  # how --help states the default, if not as the bare value
+    # a bool flag that may also take one of these values (--augment robust): the value turns
+    # the setting on and sets value_key (a dotted key) to it
+    values: tuple[str, ...] = ()
+    value_key: str = ""
 
     @property
     def option(self) -> str:
@@ -611,7 +683,9 @@ def _flags(obj: Any, prefix: str, group: str) -> list[Flag]:
             flags.append(Flag(
                 name=f.name if m["flag"] is True else m["flag"], key=prefix + f.name,
                 default=value, help=m["help"], group=m["group"] or group,
-                choices=m["choices"], metavar=m["metavar"], shown=m["shown"]))
+                choices=m["choices"], metavar=m["metavar"], shown=m["shown"],
+                values=m["values"],
+                value_key=f"{prefix}{m['value_key']}" if m["value_key"] else ""))
     return flags
 
 
@@ -621,6 +695,7 @@ FLAGS: tuple[Flag, ...] = tuple(
 
 # the flag names (keywords of cnnlab.train()) and the setting each one sets
 FLAG_KEYS: dict[str, str] = {flag.name: flag.key for flag in FLAGS}
+_FLAGS_BY_NAME: dict[str, Flag] = {flag.name: flag for flag in FLAGS}
 
 
 def flags_layer(values: dict[str, Any]) -> dict[str, Any]:
@@ -635,9 +710,17 @@ def flags_layer(values: dict[str, Any]) -> dict[str, Any]:
             continue
         if name not in FLAG_KEYS:
             raise ConfigError(unknown_name("option", name, list(FLAG_KEYS)))
-        *parents, leaf = FLAG_KEYS[name].split(".")
-        node = layer
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+        flag = _FLAGS_BY_NAME[name]
+        items = [(flag.key, value)]
+        if flag.values and isinstance(value, str):  # --augment robust: on, and of that kind
+            if value not in flag.values:
+                raise ConfigError(unknown_name(f"value of the {name!r} option", value,
+                                               list(flag.values)))
+            items = [(flag.key, True), (flag.value_key, value)]
+        for key, item in items:
+            *parents, leaf = key.split(".")
+            node = layer
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = item
     return layer

@@ -184,7 +184,7 @@ def test_help_states_every_settings_flag_with_its_default(capsys):
         assert " ".join(flag.help_text().split()) in out, flag
     for group in ("model and data:", "optimisation:", "run:"):
         assert group in out
-    assert "--augment, --no-augment" in out and "{mnist-digits,resize}" in out
+    assert "--augment [{affine,robust}]" in out and "{mnist-digits,resize}" in out
     assert "validation split (default: 0.0833, 5,000 of 60,000)" in out
 
 

@@ -72,7 +72,11 @@ def add_settings_flags(p: argparse.ArgumentParser, *, kind: str, resume_help: st
         if flag.name in exclude:
             continue
         options: dict[str, Any] = {"default": None, "help": flag.help_text(), "dest": flag.name}
-        if flag.type is bool:
+        if flag.values:  # --augment [{affine,robust}] and --no-augment
+            options.update(nargs="?", const=True, choices=list(flag.values))
+            groups[flag.group].add_argument("--no-" + flag.option[2:], action="store_false",
+                                            dest=flag.name, default=None, help=argparse.SUPPRESS)
+        elif flag.type is bool:
             options["action"] = argparse.BooleanOptionalAction
         else:
             options["type"] = flag.type

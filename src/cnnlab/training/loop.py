@@ -36,6 +36,7 @@ from torch.overrides import TorchFunctionMode
 
 from cnnlab._io import atomic_write_bytes
 from cnnlab.config import Config, TrainConfig, dump_toml, resolve_config
+from cnnlab.data.robust import RobustAugment, RobustAugmentConfig
 from cnnlab.data.transforms import AugmentConfig, BatchAugment, normalize
 from cnnlab.device import cpu_supports_bf16, resolve_device
 from cnnlab.errors import CheckpointError, ConfigError
@@ -44,6 +45,7 @@ from cnnlab.inference.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.models import MODELS, Classifier, InputSpec, create_model
 from cnnlab.progress import Progress
 from cnnlab.training import distributed
+from cnnlab.training.adversarial import Adversary, make_adversary
 from cnnlab.training.data import MANIFEST_NAME, PreparedData, prepare_data
 from cnnlab.training.folders import MAX_AUTO_SIDE
 from cnnlab.training.optim import make_optimizer, make_scheduler
@@ -257,7 +259,7 @@ class Trainer:
     sched_when: str  # "step" (every batch), "epoch", "plateau" or "none"
     ema: AveragedModel | None
     scaler: torch.amp.GradScaler
-    augment: BatchAugment | None
+    augment: BatchAugment | RobustAugment | None
     criterion: nn.Module
     device: torch.device
     amp: bool
@@ -267,6 +269,7 @@ class Trainer:
     # in a distributed run: this rank, and the DistributedDataParallel module the step calls
     rank: distributed.Rank | None = None
     step_model: nn.Module | None = None
+    adversary: Adversary | None = None  # train.adversarial: the batch becomes adversarial
 
     @property
     def eval_model(self) -> nn.Module:
@@ -407,12 +410,16 @@ def _setup(cfg: Config, data: PreparedData, device: torch.device, amp: bool,
     scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda"
                                   and not torch.cuda.is_bf16_supported())
     augment_cfg = _augment_config(cfg)
-    augment = BatchAugment(augment_cfg, data.mean, data.std) if augment_cfg is not None else None
+    affine = BatchAugment(augment_cfg, data.mean, data.std) if augment_cfg is not None else None
+    augment: BatchAugment | RobustAugment | None = affine
+    if affine is not None and cfg.data.augment.kind == "robust":  # noise, blur, morphology
+        augment = RobustAugment(affine, RobustAugmentConfig(p=cfg.data.augment.robust_p))
     return Trainer(model=model, optimizer=optimizer, scheduler=scheduler, sched_when=sched_when,
                    ema=ema, scaler=scaler, augment=augment,
                    criterion=nn.CrossEntropyLoss(label_smoothing=t.label_smoothing),
                    device=device, amp=amp, channels_last=channels_last,
-                   images=data.train.images.to(device), targets=data.train.targets.to(device))
+                   images=data.train.images.to(device), targets=data.train.targets.to(device),
+                   adversary=make_adversary(t.adversarial, data.mean, data.std))
 
 
 def _restore(last: dict[str, Any], trainer: Trainer, cfg: Config, data: PreparedData,
@@ -508,6 +515,9 @@ def train_one_epoch(trainer: Trainer, data: PreparedData, t: TrainConfig, epoch:
         if trainer.rank is not None:  # this rank's share of the global (augmented) batch
             x, y, scale = trainer.rank.local_batch(x, y)
             idx = idx[trainer.rank.rank::trainer.rank.world_size]
+        if trainer.adversary is not None:  # the batch's adversarial examples, as the model is now
+            with autocast_context(device, trainer.amp):
+                x = trainer.adversary(model, x, y, progress=epoch + step / steps, generator=gen)
         if trainer.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast_context(device, trainer.amp):
