@@ -211,3 +211,48 @@ def test_docs_load_with_no_network(site, browser) -> None:  # type: ignore[no-un
     assert blocked == []
     assert seen and all(u.startswith("http://127.0.0.1:") for u in seen)
     assert any(u.endswith("/static/docs/swagger-ui-bundle.js") for u in seen)
+
+
+def _red(page) -> int:  # type: ignore[no-untyped-def]
+    """Pixels of the 'what the model saw' canvas tinted red (the attribution overlay)."""
+    return page.evaluate("""() => {
+        const c = document.getElementById('seen');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (d[i] > d[i + 1] + 60) n++;
+        return n; }""")
+
+
+def test_why_overlays_the_attribution_on_the_input(site, browser) -> None:  # type: ignore[no-untyped-def]
+    url, _ = site
+    page, requests = _open(browser, url)
+    try:
+        assert page.locator("#why").is_disabled()  # nothing to explain yet
+        before = _boxes(page)
+        box = page.locator("#pad").bounding_box()
+        x = box["x"] + box["width"] / 2
+        page.mouse.move(x, box["y"] + 50)
+        page.mouse.down()
+        for i in range(1, 19):
+            page.mouse.move(x, box["y"] + 50 + 10 * i)
+        page.mouse.up()
+        page.click("#predict")
+        page.wait_for_selector("#top tr", timeout=10_000)
+        assert _red(page) == 0 and _lit(page) > 10
+        page.check("#why")
+        page.wait_for_function("document.getElementById('seen').dataset.why === 'on'",
+                               timeout=10_000)
+        assert any(r.endswith("/v1/explain") for r in requests)
+        red = _red(page)
+        assert red > 5, red
+        assert _boxes(page) == before
+        # off again: the plain input comes back
+        page.uncheck("#why")
+        page.wait_for_function("document.getElementById('seen').dataset.why === 'off'",
+                               timeout=10_000)
+        assert _red(page) == 0 and _lit(page) > 10
+        # Clear: nothing shown and nothing to explain
+        page.click("#clear")
+        assert page.locator("#why").is_disabled() and _lit(page) == 0
+    finally:
+        page.close()

@@ -34,7 +34,7 @@ from fastapi import FastAPI
 from cnnlab.serve.decode import content_type
 from cnnlab.serve.errors import install_error_handlers
 from cnnlab.serve.middleware import Guard
-from cnnlab.serve.routers import admin, docs, feedback, info, predict
+from cnnlab.serve.routers import admin, docs, explain, feedback, info, predict
 from cnnlab.serve.state import ServeSettings, ServiceState
 
 __all__ = ["ServeSettings", "Service", "create_app"]
@@ -77,7 +77,8 @@ def create_app(settings: ServeSettings | None = None) -> Service:
                   docs_url=None, redoc_url=None)  # routers.docs serves /docs without a CDN
     app.state.service = state
     install_error_handlers(app)
-    for router in (predict.router, feedback.router, admin.router, info.router, docs.router):
+    for router in (predict.router, explain.router, feedback.router, admin.router, info.router,
+                   docs.router):
         app.include_router(router)
     limit = state.settings.max_body_bytes
     app.add_middleware(Guard, max_body=limit, metrics=state.metrics)
