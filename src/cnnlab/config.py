@@ -282,7 +282,8 @@ class TrainConfig(_Section):
         valid=at_least(0, ">= 0 (0 = off)"), flag=True, metavar="EPOCHS", shown="off")
     # the smallest validation-accuracy gain that counts as a gain (for early_stopping)
     min_delta: float = setting(0.0, valid=within(0, 1, "[)"))
-    seed: int = setting(0, "seed of everything random in the run", flag=True, group="run")
+    seed: int = setting(0, "seed of everything random in the run", flag=True, group="run",
+                        valid=within(0, 2**32 - 1, "[]"))  # what every generator accepts
     device: str = setting(  # auto | cpu | cuda | cuda:N
         "auto", "auto | cpu | cuda | cuda:N; auto picks CUDA when present", flag=True,
         group="run")

@@ -15,6 +15,7 @@ do not know cnnlab can still catch them sensibly::
     +-- CheckpointError (ValueError)      a missing, corrupt or foreign checkpoint
     +-- DeviceError (RuntimeError)        a requested device that is absent
     +-- ExportError (RuntimeError)        an export or quantisation that cannot be made
+    +-- DiskFullError (OSError)           a write that found no space left (exit status 1)
 
 Messages say what and where, what was expected, what was found and how to fix it. Two
 builders give the common cases one form: :func:`invalid_value` (scikit-learn's "The 'x'
@@ -23,7 +24,7 @@ Library messages name settings, never CLI flags: a config key (``optim.lr``), or
 of a function or settings object (``The 'shots' setting of finetune``, ``set data_dir``,
 ``method='qat'``); the CLI says which of its flags sets them
 (:func:`cnnlab.cli.main.in_flag_terms`). The CLI turns these errors into one ``error: ...``
-line and exit status 2; the service into a 4xx.
+line and exit status 2 (``exit_status`` where a class has another); the service into a 4xx.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "DataError",
     "DatasetNotFoundError",
     "DeviceError",
+    "DiskFullError",
     "ExportError",
     "ImageTooLargeError",
     "RegistryError",
@@ -101,6 +103,13 @@ class DeviceError(CnnlabError, RuntimeError):
 
 class ExportError(CnnlabError, RuntimeError):
     """An exported or quantised model that cannot be made, or does not match the original."""
+
+
+class DiskFullError(CnnlabError, OSError):
+    """A file that could not be written for want of space on its device. A runtime failure,
+    not a usage error: the CLI exits with status 1 (``exit_status``)."""
+
+    exit_status = 1
 
 
 # --- message builders ---------------------------------------------------------------------------

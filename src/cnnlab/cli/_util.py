@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+from collections.abc import Callable
 from typing import Any, NoReturn, TypeAlias
 
 from cnnlab._io import clean_json
 from cnnlab.errors import ConfigError
 
-__all__ = ["Formatter", "Parser", "SubParsers", "UsageError", "clean_json", "parse_shape",
-           "print_json", "table"]
+__all__ = ["SEED", "Formatter", "Parser", "SubParsers", "UsageError", "clean_json", "float_in",
+           "int_in", "parse_shape", "print_json", "table"]
 
 
 class UsageError(Exception):
@@ -31,6 +33,54 @@ class Parser(argparse.ArgumentParser):
 SubParsers: TypeAlias = "argparse._SubParsersAction[Parser]"
 # The formatter_class every verb passes on to its subparsers (main's HelpFormatter).
 Formatter: TypeAlias = type[argparse.HelpFormatter]
+
+
+def int_in(low: int, high: int | None = None, note: str = "") -> Callable[[str], int]:
+    """An argparse ``type``: an integer in ``[low, high]``; argparse says ``argument --x:
+    must be an integer >= 1; got '-1'`` (``note`` explains a special value, "0 = all")."""
+    expected = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+    expected += f" ({note})" if note else ""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {expected}; got {text[:40]!r}")
+        return value
+
+    parse.kind = "int"  # type: ignore[attr-defined]  # what the CLI's bad-input corpus reads
+    return parse
+
+
+def float_in(low: float, high: float = math.inf, *, open_low: bool = False,
+             open_high: bool = False, allow_inf: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number (``allow_inf``: or inf) within the bounds."""
+    if high == math.inf:
+        bounds = f"{'>' if open_low else '>='} {low:g}"
+    else:
+        bounds = f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+    expected = f"{'a number' if allow_inf else 'a finite number'} {bounds}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        ok = (not math.isnan(value) and (allow_inf or math.isfinite(value))
+              and (value > low if open_low else value >= low)
+              and (value < high if open_high else value <= high))
+        if not ok:
+            raise argparse.ArgumentTypeError(f"must be {expected}; got {text[:40]!r}")
+        return value
+
+    parse.kind = "float"  # type: ignore[attr-defined]
+    return parse
+
+
+# what every random generator (torch, numpy, Optuna's samplers) accepts
+SEED = int_in(0, 2**32 - 1)
 
 
 def print_json(obj: Any, *, indent: int | None = None) -> None:

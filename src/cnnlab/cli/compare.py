@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from cnnlab.cli._util import Formatter, Parser, SubParsers
+from cnnlab.cli._util import SEED, Formatter, Parser, SubParsers, int_in
 
 DEFAULT_MODELS = "paper-cnn,lenet5"
 DEFAULT_BASELINES = "hog-svm,pixels-knn"
@@ -47,7 +47,7 @@ def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="train every entry on the same stratified subset of N images "
                         "(default: all)")
-    p.add_argument("--max-train-baseline", type=int, default=None, metavar="N",
+    p.add_argument("--max-train-baseline", type=int_in(1), default=None, metavar="N",
                    help="fit the baselines on at most N of those images; kernel SVMs grow "
                         "quadratically with N (default: the same images as the CNNs)")
     p.add_argument("--epochs", type=int, default=None,
@@ -56,7 +56,7 @@ def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
                    help="CNN training recipe, e.g. paper (default: none, the config defaults)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a CNN config key, e.g. --set optim.lr=0.01 (repeatable)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=SEED, default=0,
                    help="split, subset, initialisation and baseline seed (default: 0)")
     p.add_argument("--device", default="cpu", help="auto | cpu | cuda for the CNNs (default: cpu)")
     p.add_argument("--no-literature", action="store_true",

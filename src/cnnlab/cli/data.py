@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from cnnlab.cli._util import Formatter, Parser, SubParsers
+from cnnlab.cli._util import SEED, Formatter, Parser, SubParsers, int_in
 
 if TYPE_CHECKING:
     from cnnlab.data import ImageDataset
@@ -36,9 +36,9 @@ def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
                             help="write a labelled grid of sample images (the paper's Fig. 2)")
     dataset_args(show)
     show.add_argument("--out", default="grid.png", help="output PNG (default: grid.png)")
-    show.add_argument("--per-class", type=int, default=8,
+    show.add_argument("--per-class", type=int_in(1), default=8,
                       help="images per class (default: 8)")
-    show.add_argument("--seed", type=int, default=0, help="which samples (default: 0)")
+    show.add_argument("--seed", type=SEED, default=0, help="which samples (default: 0)")
     show.set_defaults(run=run_show)
 
     export = verbs.add_parser(
@@ -61,7 +61,8 @@ def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
                         help="registered datasets: which split (default: train)")
     export.add_argument("--data-dir", default=None, metavar="DIR",
                         help="registered datasets: where their files are")
-    export.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all)")
+    export.add_argument("--limit", type=int_in(0, note="0 = all"), default=0,
+                         help="only the first N images (0 = all)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     export.set_defaults(run=run_export)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cnnlab.cli._util import Formatter, Parser, SubParsers
+from cnnlab.cli._util import Formatter, Parser, SubParsers, int_in
 
 
 def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
@@ -24,7 +24,7 @@ def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
     p.add_argument("--format", dest="fmt", choices=["onnx", "torchscript"], default="onnx",
                    help="default: onnx")
     p.add_argument("--out", required=True, metavar="PATH", help="the file to write")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    p.add_argument("--opset", type=int_in(1), default=17, help="ONNX opset (default: 17)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="where the model's dataset is, for the parity check (default: the "
                         "run's)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cnnlab.cli._util import Formatter, Parser, SubParsers
+from cnnlab.cli._util import SEED, Formatter, Parser, SubParsers
 
 HELP = """\
 SOURCE is a run directory or checkpoint (for example the MNIST model of `cnnlab train`),
@@ -109,7 +109,7 @@ def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
     g.add_argument("--image-size", type=int, default=0,
                    help="input size for pretrained weights (default: the weights' size, 224; "
                         "alexnet runs from 8, vgg from 32)")
-    g.add_argument("--seed", type=int, default=0, help="default: 0")
+    g.add_argument("--seed", type=SEED, default=0, help="default: 0")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all)")
     g.add_argument("--download", action=argparse.BooleanOptionalAction, default=None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from cnnlab.cli._util import Formatter, Parser, SubParsers
+from cnnlab.cli._util import Formatter, Parser, SubParsers, float_in, int_in
 
 HELP = """\
 CHECKPOINT is a run directory or a model.pt of `cnnlab train` (or of an earlier prune). The
@@ -64,8 +64,11 @@ def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
                         "fraction of each layer (layer); default: global")
     p.add_argument("--keep-head", action="store_true",
                    help="magnitude: leave the output layer unpruned")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--lr", type=float_in(0, open_low=True), default=None,
                    help="peak fine-tuning learning rate (default: the source run's)")
+    p.add_argument("--threads", type=int_in(0, note="0 = the source run's setting"), default=0,
+                   help="CPU threads for torch while pruning and fine-tuning (default: the "
+                        "source run's train.threads, else torch's choice)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=run)
@@ -83,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     r = prune_checkpoint(args.checkpoint, method=args.method, amount=args.amount,
                          finetune_epochs=args.finetune_epochs, data_dir=args.data_dir,
                          out=args.out, overwrite=args.overwrite, progress=not args.quiet,
-                         scope=args.scope, include_head=not args.keep_head, lr=args.lr)
+                         scope=args.scope, include_head=not args.keep_head, lr=args.lr,
+                         threads=args.threads)
     if args.json:
         print_json(r)
         return 0

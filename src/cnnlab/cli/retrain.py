@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cnnlab.cli._util import Formatter, Parser, SubParsers
+from cnnlab.cli._util import Formatter, Parser, SubParsers, float_in
 
 
 def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
@@ -30,7 +30,7 @@ def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
     p.add_argument("--holdout", type=float, default=0.2,
                    help="share of the feedback held out for the comparison (default: 0.2)")
     p.add_argument("--epochs", type=int, default=3, help="default: 3")
-    p.add_argument("--lr", type=float, default=5e-4, help="default: 5e-4")
+    p.add_argument("--lr", type=float_in(0, open_low=True), default=5e-4, help="default: 5e-4")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="where the champion's dataset is (default: its run's)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from cnnlab.cli._util import Formatter, Parser, SubParsers
+from cnnlab.cli._util import SEED, Formatter, Parser, SubParsers, float_in
 
 if TYPE_CHECKING:
     from cnnlab.tune.search import TuneSettings
@@ -73,10 +73,10 @@ def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
                    help="study name in the storage (default: the name of --out)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="results directory (default: runs/tune/<space>-<sampler>)")
-    p.add_argument("--heartbeat", type=float, default=10.0, metavar="SECONDS",
+    p.add_argument("--heartbeat", type=float_in(0, open_low=True), default=10.0, metavar="SECONDS",
                    help="how often a running trial says it is alive; the trial of a worker "
                         "that stopped beating for 3 heartbeats is run again (default: 10)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=SEED, default=0,
                    help="seed of the sampler and the grid order (default: 0); trials train "
                         "with train.seed")
     p.add_argument("--recipe", default=None, help="start every trial from a recipe")

@@ -395,6 +395,7 @@ def prune_checkpoint(
     include_head: bool = True,
     lr: float | None = None,
     data: PreparedData | None = None,
+    threads: int = 0,
 ) -> dict[str, Any]:
     """Prune the checkpoint (or run directory) ``source``, fine-tune it for
     ``finetune_epochs`` with the source run's settings on its dataset, and write the run
@@ -403,7 +404,8 @@ def prune_checkpoint(
 
     ``data_dir`` overrides where the data is: the ``data_dir`` of a registered dataset, or the
     folder itself for a run trained on an image folder. ``lr`` overrides the source's peak
-    learning rate (its optimiser and schedule are kept). ``finetune_epochs=0`` saves the pruned
+    learning rate (its optimiser and schedule are kept), ``threads`` (> 0) its ``train.threads``
+    for the fine-tuning. ``finetune_epochs=0`` saves the pruned
     model without training. ``data`` is the source's data already prepared (a
     :class:`~cnnlab.training.data.PreparedData`, to prune one run many times without loading
     it again).
@@ -494,7 +496,8 @@ def prune_checkpoint(
     optim = cfg.optim if lr is None else dataclasses.replace(cfg.optim, lr=float(lr))
     ft_cfg = dataclasses.replace(
         cfg, model=model_cfg, optim=optim,
-        train=dataclasses.replace(cfg.train, epochs=max(1, finetune_epochs))).validate()
+        train=dataclasses.replace(cfg.train, epochs=max(1, finetune_epochs),
+                                  threads=threads or cfg.train.threads)).validate()
     t0 = time.perf_counter()
     if finetune_epochs > 0:
         with _keep_zeros(masks):

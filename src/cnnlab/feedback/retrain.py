@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,11 @@ def retrain(champion: str, store_url: str, out: str | Path, *, replay: int = 500
 
     for name, value, ok, expected in (("holdout", holdout, 0 < holdout < 1, "in (0, 1)"),
                                       ("replay", replay, replay >= 0, ">= 0"),
-                                      ("epochs", epochs, epochs >= 1, ">= 1")):
+                                      ("epochs", epochs, epochs >= 1, ">= 1"),
+                                      ("lr", lr, math.isfinite(lr) and lr > 0,
+                                       "a finite number > 0"),
+                                      ("seed", seed, 0 <= seed <= 2**32 - 1,
+                                       "in [0, 4294967295]")):
         if not ok:
             raise ConfigError(invalid_value(name, value, expected, kind="setting of retrain"))
     store = FeedbackStore(store_url)

@@ -89,12 +89,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"checkpoint {str(p)!r} does not exist; pass a .pt file written by `cnnlab train`, "
             "a run directory that contains model.pt, or `default` for the packaged MNIST model"
         )
+    _refuse_foreign_file(p)
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for corrupt or foreign files
+        # its first line only: the rest is torch's advice to load with weights_only=False,
+        # which would run whatever code the file holds
+        first = (str(e).strip().splitlines() or [""])[0].split(". In PyTorch")[0]
         raise CheckpointError(
-            f"checkpoint {str(p)!r} cannot be read ({type(e).__name__}: {str(e).splitlines()[0]})"
-            "; it is corrupt, truncated or not a PyTorch file"
+            f"checkpoint {str(p)!r} cannot be read ({type(e).__name__}"
+            f"{': ' + first if first else ''}); it is corrupt, truncated or not a PyTorch "
+            "file: pass a model.pt written by cnnlab, or retrain"
         ) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(
@@ -115,8 +120,47 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"checkpoint {str(p)!r}: key 'model' must hold 'name' and 'kwargs'; found {model!r}"
         )
+    _check_classes(p, ckpt)
     ckpt["path"] = str(p)
     return ckpt
+
+
+def _refuse_foreign_file(p: Path) -> None:
+    """An empty file, or an ONNX file, named as a checkpoint: say what it is.
+
+    Raises:
+        CheckpointError: ``p`` is empty or an ONNX model.
+    """
+    size = p.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"checkpoint {str(p)!r} is empty (0 bytes), perhaps from an "
+                              "interrupted copy; copy it again, or pass another model.pt")
+    if p.suffix.lower() == ".onnx":
+        raise CheckpointError(
+            f"{str(p)!r} is an ONNX file, not a cnnlab checkpoint: an ONNX model keeps no "
+            "class names or preprocessing. Pass the checkpoint it was exported from (its run "
+            "directory or model.pt) with engine='onnx' to run it on ONNX Runtime")
+
+
+def _check_classes(p: Path, ckpt: dict[str, Any]) -> None:
+    """The class names are distinct strings, as many as the model has outputs.
+
+    Raises:
+        CheckpointError: they are not (a hand-edited or foreign file).
+    """
+    classes = ckpt["classes"]
+    if not isinstance(classes, list) or not classes or \
+            not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
+        raise CheckpointError(
+            f"checkpoint {str(p)!r}: 'classes' must be a list of distinct class names; found "
+            f"{classes!r:.200}. The file is inconsistent: retrain the model")
+    outputs = ckpt["model"]["kwargs"].get("num_classes") if isinstance(
+        ckpt["model"]["kwargs"], dict) else None
+    if isinstance(outputs, int) and outputs != len(classes):
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} names {len(classes)} classes ({', '.join(classes[:5])}"
+            f"{', ...' if len(classes) > 5 else ''}) but its model has {outputs} outputs; the "
+            "file is inconsistent: retrain the model, or restore the original file")
 
 
 def checkpoint_sha256(checkpoint: str | Path) -> str:

@@ -178,7 +178,10 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> Model
         classifier.input_spec = InputSpec.from_dict(ckpt["input_spec"])
         classifier.load_state_dict(ckpt["state_dict"])
     except (ConfigError, RuntimeError, KeyError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+        # torch's state_dict message opens with "Error(s) in loading ...:"; the cause follows
+        first = next((ln for ln in lines if not ln.endswith(":")), lines[0] if lines
+                     else type(e).__name__)
         raise CheckpointError(
             f"checkpoint {ckpt['path']!r} does not fit model {name!r} with {kwargs}: {first}"
         ) from e

@@ -31,6 +31,7 @@ from cnnlab.progress import Progress
 from cnnlab.training.data import PreparedData
 from cnnlab.training.loop import FitResult, _epoch_seed, _write_history, checkpoint_payload
 from cnnlab.training.optim import make_optimizer, make_scheduler
+from cnnlab.training.runlock import locks_run_dir
 
 __all__ = ["extract_features", "fit_head_on_features"]
 
@@ -53,6 +54,7 @@ def extract_features(model: Classifier, images: torch.Tensor, mean: Any, std: An
     return torch.cat(out) if out else torch.empty(0)
 
 
+@locks_run_dir
 def fit_head_on_features(model: Classifier, cfg: Config, data: PreparedData, *,
                          out_dir: str | Path | None = None, overwrite: bool = False,
                          progress: bool = True) -> FitResult:

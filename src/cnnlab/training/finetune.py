@@ -411,6 +411,8 @@ def _check(s: FinetuneSettings) -> None:
         ("val_fraction", s.val_fraction is None or 0 <= s.val_fraction < 1, "in [0, 1)"),
         ("test_fraction", 0 < s.test_fraction < 1, "in (0, 1)"),
         ("preprocess", s.preprocess in ("", *KINDS), f"one of {', '.join(KINDS)}"),
+        ("seed", 0 <= s.seed <= 2**32 - 1, "in [0, 4294967295]"),
+        ("threads", s.threads >= 0, ">= 0 (0 = default)"),
     ]
     for name, ok, expected in checks:
         if not ok:

@@ -43,12 +43,14 @@ from cnnlab.errors import CheckpointError, ConfigError
 from cnnlab.inference.batched import autocast_context, evaluate_loss_accuracy, predict_logits
 from cnnlab.inference.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.models import MODELS, Classifier, InputSpec, create_model
+from cnnlab.models.sizes import check_feature_maps
 from cnnlab.progress import Progress
 from cnnlab.training import distributed
 from cnnlab.training.adversarial import Adversary, make_adversary
 from cnnlab.training.data import MANIFEST_NAME, PreparedData, prepare_data
 from cnnlab.training.folders import MAX_AUTO_SIDE
 from cnnlab.training.optim import make_optimizer, make_scheduler
+from cnnlab.training.runlock import locks_run_dir
 from cnnlab.training.tracking import TensorBoard
 
 __all__ = ["FitResult", "RunState", "Trainer", "check_model_settings", "final_metrics", "fit",
@@ -131,6 +133,7 @@ def _env_record(device: torch.device) -> dict[str, Any]:
             "git_commit": commit}
 
 
+@locks_run_dir  # one writer per run directory (a second process fails at once)
 def fit(
     config: Config | None,
     *,
@@ -181,6 +184,8 @@ def fit(
     torch.manual_seed(t.seed)
     if data is None:
         data = prepare_data(cfg.data, seed=t.seed, progress=progress)
+    if model is None:  # the model fits the data's size, before any epoch runs
+        check_model_settings(cfg, input_shape=(data.channels, *data.size))
     trainer = _setup(cfg, data, device, amp, channels_last, model=model, lr_groups=lr_groups)
     if rank is not None:
         trainer.rank, trainer.step_model = rank, rank.wrap(trainer.model, device)
@@ -357,9 +362,11 @@ class _SkipNormalInit(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def check_model_settings(cfg: Config) -> None:
+def check_model_settings(cfg: Config, input_shape: tuple[int, int, int] | None = None) -> None:
     """Refuse an unknown model, or model options its builder does not take or accept, before
-    any data is loaded.
+    any data is loaded; with ``input_shape`` (the data's C, H, W, once loaded) or a set
+    ``data.image_size``, also a model that does not fit that size (a kernel larger than the
+    image, a feature map that shrinks to nothing: :func:`cnnlab.models.sizes.check_feature_maps`).
 
     Every builder takes ``**kwargs`` and checks them against its family's config dataclass,
     so its signature cannot tell; the builder itself is run, on the meta device (shapes
@@ -370,13 +377,19 @@ def check_model_settings(cfg: Config) -> None:
     Raises:
         RegistryError: an unknown model (with "did you mean").
         ConfigError: an option the model does not take (naming the option and the model, and
-            the options it takes), or an invalid value (naming the option).
+            the options it takes), an invalid value (naming the option), or an input size the
+            model does not fit (naming the layer and the sizes).
     """
     MODELS.entry(cfg.model.name)
     side = cfg.data.image_size or MAX_AUTO_SIDE
     with torch.device("meta"), _SkipNormalInit():
         create_model(cfg.model.name, in_channels=cfg.data.channels or 1, num_classes=10,
                      input_size=side, **cfg.model.kwargs)
+        if input_shape is not None or cfg.data.image_size:
+            c, h, w = input_shape or (cfg.data.channels or 1, side, side)
+            check_feature_maps(lambda hh, ww: create_model(
+                cfg.model.name, in_channels=c, num_classes=10, input_size=(hh, ww),
+                **cfg.model.kwargs), cfg.model.name, c, h, w)
 
 
 def _setup(cfg: Config, data: PreparedData, device: torch.device, amp: bool,

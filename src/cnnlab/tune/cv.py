@@ -39,6 +39,7 @@ from cnnlab.data import ImageDataset, stratified_kfold
 from cnnlab.errors import ConfigError, DataError
 from cnnlab.training.data import PreparedData, prepare_data
 from cnnlab.training.loop import fit
+from cnnlab.training.runlock import locks_run_dir
 
 __all__ = ["MANIFEST_FORMAT", "cross_validate", "plot_learning_curves"]
 
@@ -278,6 +279,7 @@ def plot_learning_curves(histories: list[list[dict[str, float]]], out_path: Path
     return out_path
 
 
+@locks_run_dir
 def cross_validate(
     config: Config,
     folds: int = 5,

@@ -359,8 +359,10 @@ def check_settings(settings: TuneSettings) -> None:
         settings.space.grid()
     if settings.trials is not None and settings.trials < 1:
         raise invalid("trials", settings.trials, ">= 1")
-    if not settings.heartbeat_s > 0:
-        raise invalid("heartbeat_s", settings.heartbeat_s, "> 0 (seconds)")
+    if not (settings.heartbeat_s > 0 and math.isfinite(settings.heartbeat_s)):
+        raise invalid("heartbeat_s", settings.heartbeat_s, "a finite number > 0 (seconds)")
+    if not 0 <= settings.seed <= 2**32 - 1:
+        raise invalid("seed", settings.seed, "in [0, 4294967295]")
     if settings.workers < 1:
         raise invalid("workers", settings.workers, ">= 1")
     if settings.budget_minutes is not None and not settings.budget_minutes > 0:
