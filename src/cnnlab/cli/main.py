@@ -20,7 +20,7 @@ __all__ = ["build_parser", "entry", "main"]
 
 # one module per verb; each has add_parser(subparsers) and run(args) -> int
 VERBS = ("data", "models", "summary", "train", "evaluate", "predict", "report", "compare", "cv",
-         "tune", "finetune", "export", "quantize", "prune",
+         "tune", "finetune", "export", "quantize", "prune", "zoo",
          "bench", "serve", "feedback", "retrain", "runs")
 
 

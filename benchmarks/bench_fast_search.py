@@ -1,0 +1,147 @@
+"""A recorded search for the `fast` recipe, decided on validation; prints one JSON object.
+
+Each candidate is the `fast` recipe with a few settings changed (fewer FLOPs per image: a
+narrower net, fewer images per epoch; a larger batch with a higher one-cycle peak). Every
+candidate trains on the same 55,000 images and is scored on the 5,000 held-out validation
+images (stratified, seeded): the test split is not read. Candidates are run interleaved,
+seed by seed, so a noisy neighbour slows them alike, and each one's training time is also
+given as a ratio to the unchanged recipe's time in the same seed round.
+
+Reported per candidate: validation accuracy (mean, min, max over seeds), training time
+(median), time relative to the baseline, forward MACs per image, training FLOPs per image
+(3 x forward MACs x 2), and throughput as a fraction of the machine's matmul peak measured
+at the start with the same thread count.
+
+    python benchmarks/bench_fast_search.py --seeds 2 --out benchmarks/results/fast_search.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from cnnlab.config import resolve_config  # noqa: E402
+from cnnlab.models.summary import summarize  # noqa: E402
+from cnnlab.training.data import prepare_data  # noqa: E402
+from cnnlab.training.loop import build_model, fit  # noqa: E402
+
+# name -> overrides of the `fast` recipe (nested like a config file)
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "fast (as shipped)": {},
+    "widths 12/24/48": {"model": {"widths": [12, 24, 48]}},
+    "widths 8/16/32": {"model": {"widths": [8, 16, 32]}},
+    "batch 256, lr 8e-3": {"train": {"batch_size": 256}, "optim": {"lr": 8e-3}},
+    "40k images": {"data": {"limit": 40_000}},
+    "widths 12/24/48, batch 256, lr 8e-3": {"model": {"widths": [12, 24, 48]},
+                                            "train": {"batch_size": 256},
+                                            "optim": {"lr": 8e-3}},
+}
+VAL_FRACTION = 5000 / 60000
+
+
+def matmul_peak_gflops(n: int = 1024, repeats: int = 7) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        rates.append(2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return statistics.median(rates)
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, default=2, help="seeds per candidate (default: 2)")
+    p.add_argument("--candidates", default=None,
+                   help="comma-separated candidate numbers, 0-based (default: all)")
+    p.add_argument("--data-dir", default=str(ROOT / "data" / "mnist"))
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default: 1; 2 spin against busy neighbours)")
+    p.add_argument("--out", default=None, help="also write the JSON to this file")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    names = list(CANDIDATES)
+    if args.candidates:
+        names = [names[int(i)] for i in args.candidates.split(",")]
+    if names[0] != "fast (as shipped)":
+        names.insert(0, "fast (as shipped)")  # the baseline every ratio refers to
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    peak = matmul_peak_gflops()
+    runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    macs: dict[str, int] = {}
+    for seed in range(args.seeds):
+        data_cache: dict[int, Any] = {}
+        for name in names:
+            layer = _merge({"data": {"data_dir": args.data_dir, "val_fraction": VAL_FRACTION},
+                            "train": {"seed": seed, "device": "cpu"}}, CANDIDATES[name])
+            cfg = resolve_config(layer, recipe="fast")
+            limit = cfg.data.limit
+            if limit not in data_cache:
+                data_cache[limit] = prepare_data(cfg.data, seed=seed, progress=False)
+            data = data_cache[limit]
+            result = fit(cfg, progress=False, data=data)
+            m = result.metrics
+            macs[name] = summarize(build_model(cfg, data), None).total_macs
+            runs[name].append({"seed": seed, "val_accuracy": m["val_accuracy"],
+                               "train_time_s": m["train_time_s"],
+                               "images_per_s": m["images_per_s"],
+                               "train_images": m["train_images"]})
+            print(f"{name} seed {seed}: {runs[name][-1]}", file=sys.stderr)
+    rows = []
+    for name in names:
+        r = runs[name]
+        accs = [x["val_accuracy"] for x in r]
+        ratios = [x["train_time_s"] / b["train_time_s"]
+                  for x, b in zip(r, runs[names[0]], strict=True)]
+        ips = statistics.median(x["images_per_s"] for x in r)
+        rows.append({
+            "candidate": name, "overrides": CANDIDATES[name], "forward_macs": macs[name],
+            "train_flops_per_image": 6 * macs[name],
+            "val_accuracy_mean": round(statistics.mean(accs), 5),
+            "val_accuracy_min": min(accs), "val_accuracy_max": max(accs),
+            "train_time_s_median": round(statistics.median(x["train_time_s"] for x in r), 2),
+            "time_vs_baseline_median": round(statistics.median(ratios), 3),
+            "images_per_s_median": ips,
+            "fraction_of_matmul_peak": round(ips * 6 * macs[name] / (peak * 1e9), 4),
+            "runs": r,
+        })
+    out = {
+        "benchmark": "fast_search",
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "load_average_before": load_before,
+                    "load_average_after": [round(x, 2) for x in os.getloadavg()]},
+        "matmul_peak_gflops": round(peak, 1),
+        "split": "55,000 training / 5,000 validation images (stratified, seeded); test unread",
+        "candidates": rows,
+    }
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
