@@ -9,6 +9,14 @@ generator (from /proc, on Linux), cnnlab's mean inference batch size, and the ra
 measures the in-process ``predict`` latency at batch 1 for the checkpoint.
 
     python benchmarks/bench_serve.py            # about 1 minute on 2 cores; run it alone
+
+With ``--hostile`` it measures the service under a hostile mix instead (issue 14): the p99
+latency of normal requests with 1 % of requests hostile (bodies over the limit, chunked or
+declared; PNG headers claiming huge sizes; real 6300x6300 16-bit PNGs, within the limits)
+against the same load without them, as medians over ``--repeats`` alternating runs; and the
+server's RSS before and after 1,000 oversized requests (and 50 large decodes).
+
+    python benchmarks/bench_serve.py --hostile  # about 3 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -17,12 +25,16 @@ import argparse
 import http.client
 import json
 import os
+import select
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from _common import machine
@@ -136,6 +148,193 @@ def _load(port: int, body: bytes, concurrency: int, requests: int, seconds: floa
             "p99_ms": round(lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))], 2)}
 
 
+# --- the hostile mix (--hostile) --------------------------------------------------------------
+
+def _png(width: int, height: int, depth: int, colour: int, rows: list[bytes]) -> bytes:
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return (struct.pack(">I", len(payload)) + kind + payload
+                + struct.pack(">I", zlib.crc32(kind + payload)))
+
+    comp = zlib.compressobj(9)
+    data = b"".join(comp.compress(row) for row in rows) + comp.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth,
+                                                               colour, 0, 0, 0))
+            + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+def _png_rgba16(side: int) -> bytes:
+    """A 16-bit RGBA PNG, side x side, white with a black block: ~0.4 MB for 6300 (the
+    issue's 320 kB PNG that took 3-6 s and 1.2 GB to decode)."""
+    white, black, third = b"\xff" * 8, b"\x00" * 6 + b"\xff\xff", side // 3
+    plain = b"\x00" + white * side
+    inked = b"\x00" + white * third + black * (side - 2 * third) + white * third
+    return _png(side, side, 16, 6, [inked if third <= y < 2 * third else plain
+                                    for y in range(side)])
+
+
+def _png_claiming(side: int) -> bytes:
+    """A PNG of a few bytes whose header claims side x side pixels."""
+    return _png(side, side, 8, 0, [b"\x00" * 64])
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def _answer(sock: socket.socket) -> int:
+    """The status of the response on ``sock`` (its body read and dropped)."""
+    sock.settimeout(60)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        part = sock.recv(65536)
+        if not part:
+            return 0  # closed without an answer
+        data += part
+    return int(data.split(b" ", 2)[1])
+
+
+def _hostile(port: int, kind: str, big: bytes) -> int:
+    """One hostile request on its own connection; returns the status (0: no answer)."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    try:
+        head = "POST /v1/predict HTTP/1.1\r\nhost: x\r\ncontent-type: image/png\r\n"
+        if kind == "chunked-over-limit":  # 11 MB offered without a length, until answered
+            sock.sendall((head + "transfer-encoding: chunked\r\n\r\n").encode())
+            piece = b"%x\r\n%s\r\n" % (1 << 16, b"\0" * (1 << 16))
+            for _ in range(176):
+                if select.select([sock], [], [], 0)[0]:
+                    break
+                try:
+                    sock.sendall(piece)
+                except OSError:
+                    break
+            return _answer(sock)
+        if kind == "declared-over-limit":  # 100 MB announced, never sent
+            sock.sendall((head + "content-length: 104857600\r\n\r\n").encode())
+            return _answer(sock)
+        body = _png_claiming(30000) if kind == "huge-header" else big
+        sock.sendall((head + f"content-length: {len(body)}\r\n\r\n").encode() + body)
+        return _answer(sock)
+    except OSError:
+        return 0
+    finally:
+        sock.close()
+
+
+HOSTILE_KINDS = ("chunked-over-limit", "declared-over-limit", "huge-header", "large-image")
+
+
+def _load_mix(port: int, body: bytes, concurrency: int, seconds: float, hostile_every: int,
+              big: bytes) -> dict:
+    """Normal requests on keep-alive connections for ``seconds``; with ``hostile_every``,
+    every n-th request is a hostile one instead (of the kinds in turn)."""
+    normal: list[float] = []
+    hostile: dict[str, list[int]] = {k: [] for k in HOSTILE_KINDS}
+    lock = threading.Lock()
+    count = [0]
+    deadline = time.perf_counter() + seconds
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while time.perf_counter() < deadline:
+            with lock:
+                count[0] += 1
+                n = count[0]
+            if hostile_every and n % hostile_every == 0:
+                kind = HOSTILE_KINDS[(n // hostile_every) % len(HOSTILE_KINDS)]
+                status = _hostile(port, kind, big)
+                with lock:
+                    hostile[kind].append(status)
+                conn.close()  # it may have idled past the server's keep-alive meanwhile
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                continue
+            t0 = time.perf_counter()
+            conn.request("POST", "/v1/predict", body=body, headers={"content-type": "image/png"})
+            r = conn.getresponse()
+            r.read()
+            ms = (time.perf_counter() - t0) * 1000
+            assert r.status == 200, r.status
+            with lock:
+                normal.append(ms)
+        conn.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lat = sorted(normal)
+    return {"normal_requests": len(lat), "p50_ms": round(statistics.median(lat), 2),
+            "p99_ms": round(lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))], 2),
+            "hostile": {k: {"n": len(v), "statuses": sorted(set(v))}
+                        for k, v in hostile.items() if v}}
+
+
+def hostile_main(args: argparse.Namespace, body: bytes) -> None:
+    big = _png_rgba16(6300)
+    port = _port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from cnnlab.cli.main import entry; entry()", "serve",
+         args.checkpoint, "--port", str(port), "--engine", args.engine,
+         "--feedback-db", "sqlite:///runs/bench-serve/feedback.db", "-q"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(port, proc)
+        _load_mix(port, body, args.concurrency, 3, 0, big)  # warm-up
+        fresh_rss = _rss_mb(proc.pid)
+        alone = []
+        for _ in range(3):  # a large image on an otherwise idle service
+            t0 = time.perf_counter()
+            alone.append((_hostile(port, "large-image", big), time.perf_counter() - t0))
+        runs: dict[str, list[dict]] = {"without": [], "with": []}
+        for _ in range(args.repeats):  # alternating, so drifting load hits both alike
+            runs["without"].append(_load_mix(port, body, args.concurrency, args.seconds, 0,
+                                             big))
+            runs["with"].append(_load_mix(port, body, args.concurrency, args.seconds, 100,
+                                          big))
+        p99 = {k: statistics.median(r["p99_ms"] for r in v) for k, v in runs.items()}
+        p50 = {k: statistics.median(r["p50_ms"] for r in v) for k, v in runs.items()}
+        time.sleep(2)
+        rss = {"fresh_after_warm_up": fresh_rss, "start": _rss_mb(proc.pid)}
+        kinds = ("chunked-over-limit", "declared-over-limit", "huge-header")
+        statuses: dict[str, set[int]] = {k: set() for k in kinds}
+        with ThreadPoolExecutor(4) as pool:
+            for i, status in enumerate(pool.map(
+                    lambda i: _hostile(port, kinds[i % 3], big), range(1000))):
+                statuses[kinds[i % 3]].add(status)
+        rss["after_1000_oversized"] = _rss_mb(proc.pid)
+        with ThreadPoolExecutor(4) as pool:
+            large = sorted(set(pool.map(lambda _: _hostile(port, "large-image", big),
+                                        range(50))))
+        rss["after_50_large_images"] = _rss_mb(proc.pid)
+        time.sleep(5)
+        rss["idle_5_s_later"] = _rss_mb(proc.pid)
+        _load_mix(port, body, 1, 1, 0, big)  # still serving
+    finally:
+        proc.terminate()
+        proc.wait()
+    print(json.dumps({
+        "machine": machine(), "load_average": os.getloadavg(),
+        "checkpoint": args.checkpoint, "concurrency": args.concurrency,
+        "seconds_per_run": args.seconds, "repeats": args.repeats,
+        "normal_p99_ms_median": p99, "normal_p50_ms_median": p50,
+        "p99_ratio_with_to_without": round(p99["with"] / p99["without"], 2),
+        "target_p99_ratio": "<= 2",
+        "runs": runs,
+        "rss_mb": rss,
+        "rss_growth_mb": round(rss["after_1000_oversized"] - rss["start"], 1),
+        "rss_back_within_mb": round(rss["idle_5_s_later"] - rss["start"], 1),
+        "target_rss_back_within_mb": 50,
+        "oversized_statuses": {k: sorted(v) for k, v in statuses.items()},
+        "large_image_statuses": large,
+        "large_image_alone": {"statuses": sorted({st for st, _ in alone}),
+                              "median_s": round(statistics.median(t for _, t in alone), 2)}},
+        indent=2))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default="default")
@@ -145,6 +344,10 @@ def main() -> None:
     p.add_argument("--data-dir", default="data")
     p.add_argument("--photo", action="store_true",
                    help="send examples/digits/digit7_paper.png (a photo) instead")
+    p.add_argument("--hostile", action="store_true",
+                   help="measure the hostile mix and the memory after oversized requests")
+    p.add_argument("--concurrency", type=int, default=8, help="with --hostile")
+    p.add_argument("--repeats", type=int, default=3, help="with --hostile")
     args = p.parse_args()
 
     # the request: an MNIST test digit as a 28x28 PNG (a photo would add its preprocessing,
@@ -163,6 +366,9 @@ def main() -> None:
         buf = io.BytesIO()
         Image.fromarray(digit.numpy()).save(buf, format="PNG")
         body = buf.getvalue()
+    if args.hostile:
+        hostile_main(args, body)
+        return
     servers: dict[str, tuple[int, int]] = {}  # name: (port, pid)
     procs = []
     try:
