@@ -74,7 +74,7 @@ def test_evaluate_writes_the_score_card_into_the_report(abc_run: Path, tmp_path:
     shutil.copytree(abc_run, run)
     build_report(run, n_boot=20, latency_runs=2, throughput_batch_size=8)
     code = main(["explain", str(run), "--evaluate", "--images", "12", "--sanity-images", "6",
-                 "--json", "-q"])
+                 "--tsne-images", "30", "--json", "-q"])
     assert code == 0
     card = json.loads(capsys.readouterr().out)
     assert [r["method"] for r in card["rows"]] == ["gradcam", "ig", "saliency", "occlusion",

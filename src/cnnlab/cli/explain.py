@@ -51,6 +51,8 @@ def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
                    help="with --evaluate: test images scored (default: 1000)")
     p.add_argument("--sanity-images", type=int, default=100,
                    help="with --evaluate: images of the randomisation check (default: 100)")
+    p.add_argument("--tsne-images", type=int, default=2000,
+                   help="with --evaluate: test images in the t-SNE map (default: 2000)")
     p.add_argument("--device", default="cpu", help="auto | cpu | cuda (default: cpu)")
     p.set_defaults(run=run)
 
@@ -86,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     _check_count("--neighbours", args.neighbours, 0)
     _check_count("--images", args.images, 1)
     _check_count("--sanity-images", args.sanity_images, 1)
+    _check_count("--tsne-images", args.tsne_images, 1)
     check_method(args.method)  # "did you mean" before anything is loaded
     model = load(args.checkpoint, device=resolve_device(args.device), engine="torch")
     ckpt = checkpoint_path(args.checkpoint)
@@ -102,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         card = score_card(model, images=args.images, sanity_images=args.sanity_images,
                           progress=progress)
         written = write_section(model, Path(args.out) if args.out else run_dir, card,
-                                progress=progress)
+                                tsne_images=args.tsne_images, progress=progress)
         card.pop("curves")
         if args.json:
             print_json({**card, **written})
