@@ -229,6 +229,7 @@ def test_pixel_and_time_budgets(app_factory) -> None:  # type: ignore[no-untyped
         r = c.post("/v1/predict", content=big, headers={"content-type": "image/png"})
         assert r.status_code == 503 and r.json()["error"]["type"] == "decode_timeout"
         assert c.get("/v1/health").status_code == 200
+        assert 'cnnlab_decode_refusals_total{reason="timeout"} 1' in c.get("/metrics").text
         # small images decode in the event loop, outside the budget's workers
         r = c.post("/v1/predict", content=make_png(), headers={"content-type": "image/png"})
         assert r.status_code == 200

@@ -53,6 +53,7 @@ class DecodePool:
         self._slots: asyncio.Semaphore | None = None
         self.busy_refusals = 0  # requests answered 503: no worker free within the budget
         self.timeouts = 0  # requests answered 503: decoding ran past the budget
+        self.in_flight = 0  # decodes running now, abandoned ones included
 
     def _semaphore(self) -> asyncio.Semaphore:
         # one per event loop: a test client may run the same app on several loops in turn
@@ -78,8 +79,10 @@ class DecodePool:
             raise ClientError(503, "busy", f"every image decoder stayed busy for the time "
                               f"budget of {self.timeout_s:g} s; retry later") from None
         future = loop.run_in_executor(self._threads, fn, *args)
+        self.in_flight += 1
 
         def done(f: asyncio.Future[Any]) -> None:
+            self.in_flight -= 1
             slots.release()
             if not f.cancelled():
                 f.exception()  # retrieved, so an abandoned decode's error is not reported
@@ -94,6 +97,17 @@ class DecodePool:
             raise ClientError(503, "decode_timeout", f"decoding the image took longer than "
                               f"the time budget of {self.timeout_s:g} s; send a smaller "
                               "image") from None
+
+    def metrics_text(self) -> str:
+        """The pool's figures in Prometheus' text format."""
+        return "\n".join([
+            "# HELP cnnlab_decodes_in_flight Large images decoding on the workers now.",
+            "# TYPE cnnlab_decodes_in_flight gauge", f"cnnlab_decodes_in_flight {self.in_flight}",
+            "# HELP cnnlab_decode_refusals_total Requests answered 503 by the decoding time "
+            "budget, by reason.",
+            "# TYPE cnnlab_decode_refusals_total counter",
+            f'cnnlab_decode_refusals_total{{reason="busy"}} {self.busy_refusals}',
+            f'cnnlab_decode_refusals_total{{reason="timeout"}} {self.timeouts}']) + "\n"
 
     def close(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)

@@ -41,8 +41,8 @@ async def model_info(state: State) -> dict[str, Any]:
 @router.get("/metrics", response_class=PlainTextResponse)
 async def prometheus(state: State) -> PlainTextResponse:
     """Prometheus text format: requests, errors, latency, predictions, batches, feedback,
-    drift."""
-    return PlainTextResponse(state.metrics.text(state.version),
+    drift, decoding."""
+    return PlainTextResponse(state.metrics.text(state.version) + state.decoder.metrics_text(),
                              media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
