@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,7 @@ def _check_port(port: int) -> None:
         raise ConfigError(f"--port must be an integer in [1, 65535]; got {port}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def _stop(process: subprocess.Popen[Any]) -> None:
     """End a process started in its own session, and its children (Flower's helpers)."""
     if process.poll() is not None:
         return
@@ -117,6 +118,47 @@ def _tail(path: Path, lines: int = 8) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+# the ServerApp's own lines (cnnlab's log) among Flower's, shown without --verbose
+_OURS = ("round ", "waiting for clients", "stopped after round", "a client failed",
+         "client(s) sent no reply", "no client replied")
+
+
+def _follow(command: list[str], *, env: dict[str, str], verbose: bool, limit_s: float
+            ) -> tuple[int, list[str]]:
+    """Run ``flwr run --stream``, echo the run's log (all of it with ``verbose``, else the
+    round lines) to stderr; returns the exit status and the last lines.
+
+    Raises:
+        RuntimeError: the run did not end within ``limit_s``.
+    """
+    tail: list[str] = []
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, errors="replace",
+                               start_new_session=True)
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        _stop(process)
+
+    timer = threading.Timer(limit_s, expire)
+    timer.start()
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            line = line.rstrip("\n")
+            tail = [*tail[-11:], line]
+            if verbose or any(key in line for key in _OURS):
+                print(line, file=sys.stderr, flush=True)
+        returncode = process.wait()
+    finally:
+        timer.cancel()
+        _stop(process)
+    if expired.is_set():
+        raise RuntimeError(f"the federated run did not finish within {limit_s:.0f} s")
+    return returncode, tail
 
 
 def run_server(s: FederatedSettings, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
@@ -164,17 +206,13 @@ def run_server(s: FederatedSettings, *, host: str = "127.0.0.1", port: int = DEF
                  "client --superlink %s:%d --partition-id I (I = 0 to %d), with the same data "
                  "and partition settings", host, port, s.clients, host, port, s.clients - 1)
         limit = s.wait_clients + s.rounds * (s.round_timeout + 120) + 300
-        run = subprocess.run([_tool("flwr"), "run", str(work / "app"), "cnnlab", "--stream"],
-                             env=env, capture_output=not verbose, timeout=limit, check=False)
-    except subprocess.TimeoutExpired as e:
-        raise RuntimeError(f"the federated run did not finish within {limit:.0f} s") from e
+        returncode, tail = _follow([_tool("flwr"), "run", str(work / "app"), "cnnlab",
+                                    "--stream"], env=env, verbose=verbose, limit_s=limit)
     finally:
         _stop(superlink)
     if not (out / "metrics.json").is_file():
-        said = ((run.stdout or b"") + (run.stderr or b"")).decode(errors="replace")
-        tail = "\n".join(said.splitlines()[-12:])
         raise RuntimeError(f"the federated run ended without a result (flwr run exit status "
-                           f"{run.returncode}); its last lines:\n{tail}")
+                           f"{returncode}); its last lines:\n" + "\n".join(tail))
     metrics: dict[str, Any] = json.loads((out / "metrics.json").read_text())
     return metrics
 
@@ -205,6 +243,10 @@ def run_client(s: FederatedSettings, partition_id: int, *, superlink: str,
     (work / "flwr-home").mkdir(parents=True, exist_ok=True)
     node_config = (f"partition-id={partition_id} num-partitions={s.clients} "
                    f"data-file={json.dumps(str(data_file))}")
+    def _terminate(*_: Any) -> None:  # SIGTERM: stop the SuperNode too (the finally below)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
     supernode = subprocess.Popen(
         [_tool("flower-supernode"), "--insecure", "--superlink", superlink,
          "--port", str(port), "--node-config", node_config,
