@@ -169,15 +169,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as e:
+        from cnnlab._io import write_failure
         from cnnlab.errors import CnnlabError
 
         if debug:
             raise
+        e = write_failure(e) or e  # a full disk (exit 1) or a read-only one, said plainly
         user_error = isinstance(e, CnnlabError | FileNotFoundError | PermissionError |
                                 IsADirectoryError | NotADirectoryError)
         if user_error:
             print(f"error: {in_flag_terms(str(e), verb_parser)}", file=sys.stderr)
-            return 2
+            return int(getattr(e, "exit_status", 2))
         print(f"error: internal error ({type(e).__name__}: {e}); rerun with --debug for the "
               "traceback and report it", file=sys.stderr)
         return 1
@@ -220,8 +222,11 @@ def _choose_threads(argv: Sequence[str]) -> None:
 
 def entry() -> None:
     """Console-script entry point."""
+    from cnnlab._io import quiet_disk_errors_in_threads
+
     _tune_malloc()
     _choose_threads(sys.argv[1:])
+    quiet_disk_errors_in_threads()  # a full disk: one error line, not a writer thread's traceback
     sys.exit(main())
 
 

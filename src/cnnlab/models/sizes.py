@@ -1,4 +1,4 @@
-"""Does a model fit its input size? One forward pass on the meta device says, before training.
+"""Does a model fit its input size? One forward pass of one zero image says, before training.
 
 A convolution whose kernel is larger than the image (``--set model.kernel_size=31`` at
 28x28, with "same" padding) trains, but slowly and on mostly padding; a model with more
@@ -36,8 +36,8 @@ class _Unfit(Exception):
 
 
 def _trace(model: nn.Module, channels: int, height: int, width: int) -> None:
-    """One meta forward pass of a (1, C, H, W) input; raises :class:`_Unfit` with the layer
-    that does not fit (None when every layer does, or the model cannot run on meta)."""
+    """One forward pass of a (1, C, H, W) zero image in eval mode, on the model's own device;
+    raises :class:`_Unfit` naming the layer that does not fit."""
     current: list[tuple[str, nn.Module, tuple[int, ...]]] = []
     names = {m: n for n, m in model.named_modules()}
 
@@ -61,28 +61,29 @@ def _trace(model: nn.Module, channels: int, height: int, width: int) -> None:
                          f"({type(module).__name__}: {_size(shape)} in, "
                          f"{_size(tuple(output.shape))} out)")
 
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
     handles = []
     for module in model.modules():
         if isinstance(module, _KERNEL_LAYERS) or not any(True for _ in module.children()):
             handles.append(module.register_forward_pre_hook(before))
             handles.append(module.register_forward_hook(after))
+    training = model.training
     try:
+        model.eval()  # batch-norm statistics stay as they are
         with torch.no_grad():
-            model(torch.empty(1, channels, height, width, device="meta"))
+            model(torch.zeros(1, channels, height, width, device=device))
     except _Unfit:
         raise
     except (RuntimeError, ValueError) as e:
         if not current:
-            return
+            raise
         name, module, shape = current[0]
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        if "meta" in first.lower() or "not implemented" in first.lower():
-            return  # an operator without a meta kernel: nothing to say about sizes
         raise _Unfit(f"layer {name} ({type(module).__name__}) cannot take its {_size(shape)} "
                      f"feature map ({first})") from e
-    except NotImplementedError:
-        return
     finally:
+        model.train(training)
         for h in handles:
             h.remove()
 
@@ -99,42 +100,50 @@ def _fits(model: nn.Module, channels: int, side: int) -> bool:
     return True
 
 
-def check_feature_maps(make_model: Callable[[int, int], nn.Module], name: str, channels: int,
-                       height: int, width: int) -> None:
+def check_feature_maps(model: nn.Module, name: str, channels: int, height: int, width: int,
+                       *, rebuild: Callable[[int, int], nn.Module] | None = None) -> None:
     """Refuse a model that does not fit ``channels x height x width`` inputs.
 
-    ``make_model(height, width)`` builds the model for that input size on the meta device
-    (builders derive their flatten sizes from it). Refused: a convolution or pooling kernel
-    larger than the input image, and a feature map that shrinks to nothing (or that a layer
-    cannot take). The message names the layer and the sizes, and the smallest square input
-    the model fits.
+    One forward pass of a zero image, in eval mode and on the model's device (a few
+    milliseconds for the models that train at these sizes; a pass on the meta device would
+    first import torch's compiler, 3-4 s). Refused: a convolution or pooling kernel larger
+    than the input image, and a feature map that shrinks to nothing (or that a layer cannot
+    take). The message names the layer and the sizes and, given ``rebuild(height, width)``
+    (the same model for another input size, best on the meta device), the smallest square
+    input the model fits.
 
     Raises:
         ConfigError: the model does not fit the input size.
     """
     try:
-        _trace(make_model(height, width), channels, height, width)
+        _trace(model, channels, height, width)
     except _Unfit as e:
-        side = max(height, width)
-        smallest = None
-        while side < _LARGEST_PROBE:
-            side *= 2
-            try:
-                if _fits(make_model(side, side), channels, side):
-                    lo, hi = max(height, width), side
-                    while lo + 1 < hi:  # the smallest side in (lo, hi] that fits
-                        mid = (lo + hi) // 2
-                        try:
-                            ok = _fits(make_model(mid, mid), channels, mid)
-                        except ConfigError:
-                            ok = False
-                        lo, hi = (lo, mid) if ok else (mid, hi)
-                    smallest = hi
-                    break
-            except ConfigError:
-                continue
+        smallest = _smallest_side(rebuild, channels, max(height, width)) if rebuild else None
         hint = (f"it needs inputs of at least {smallest}x{smallest}: set a larger "
                 f"data.image_size, or " if smallest else "") + \
             "choose a smaller kernel_size, fewer stages or another model"
         raise ConfigError(f"model {name!r} does not fit {height}x{width} inputs: {e.message}; "
                           f"{hint}") from None
+
+
+def _smallest_side(rebuild: Callable[[int, int], nn.Module], channels: int, side: int
+                   ) -> int | None:
+    """The smallest square side above ``side`` that the model fits (doubling, then
+    bisecting), or None below :data:`_LARGEST_PROBE`."""
+
+    def fits(n: int) -> bool:
+        try:
+            return _fits(rebuild(n, n), channels, n)
+        except (ConfigError, NotImplementedError, RuntimeError):  # the builder's own limits
+            return False
+
+    hi = side * 2
+    while not fits(hi):
+        hi *= 2
+        if hi > _LARGEST_PROBE:
+            return None
+    lo = side  # does not fit
+    while lo + 1 < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+    return hi

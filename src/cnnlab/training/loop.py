@@ -184,9 +184,10 @@ def fit(
     torch.manual_seed(t.seed)
     if data is None:
         data = prepare_data(cfg.data, seed=t.seed, progress=progress)
-    if model is None:  # the model fits the data's size, before any epoch runs
-        check_model_settings(cfg, input_shape=(data.channels, *data.size))
     trainer = _setup(cfg, data, device, amp, channels_last, model=model, lr_groups=lr_groups)
+    if model is None:  # a kernel larger than the image, a map pooled to nothing: say so now
+        check_feature_maps(trainer.model, cfg.model.name, data.channels, *data.size,
+                           rebuild=functools.partial(_meta_model, cfg, data.channels))
     if rank is not None:
         trainer.rank, trainer.step_model = rank, rank.wrap(trainer.model, device)
         out = out if rank.is_main else None  # only rank 0 writes the run directory
@@ -362,11 +363,9 @@ class _SkipNormalInit(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def check_model_settings(cfg: Config, input_shape: tuple[int, int, int] | None = None) -> None:
+def check_model_settings(cfg: Config) -> None:
     """Refuse an unknown model, or model options its builder does not take or accept, before
-    any data is loaded; with ``input_shape`` (the data's C, H, W, once loaded) or a set
-    ``data.image_size``, also a model that does not fit that size (a kernel larger than the
-    image, a feature map that shrinks to nothing: :func:`cnnlab.models.sizes.check_feature_maps`).
+    any data is loaded.
 
     Every builder takes ``**kwargs`` and checks them against its family's config dataclass,
     so its signature cannot tell; the builder itself is run, on the meta device (shapes
@@ -377,19 +376,20 @@ def check_model_settings(cfg: Config, input_shape: tuple[int, int, int] | None =
     Raises:
         RegistryError: an unknown model (with "did you mean").
         ConfigError: an option the model does not take (naming the option and the model, and
-            the options it takes), an invalid value (naming the option), or an input size the
-            model does not fit (naming the layer and the sizes).
+            the options it takes), or an invalid value (naming the option).
     """
     MODELS.entry(cfg.model.name)
     side = cfg.data.image_size or MAX_AUTO_SIDE
     with torch.device("meta"), _SkipNormalInit():
         create_model(cfg.model.name, in_channels=cfg.data.channels or 1, num_classes=10,
                      input_size=side, **cfg.model.kwargs)
-        if input_shape is not None or cfg.data.image_size:
-            c, h, w = input_shape or (cfg.data.channels or 1, side, side)
-            check_feature_maps(lambda hh, ww: create_model(
-                cfg.model.name, in_channels=c, num_classes=10, input_size=(hh, ww),
-                **cfg.model.kwargs), cfg.model.name, c, h, w)
+
+
+def _meta_model(cfg: Config, channels: int, height: int, width: int) -> nn.Module:
+    """The configured model for another input size, on the meta device (no memory)."""
+    with torch.device("meta"), _SkipNormalInit():
+        return create_model(cfg.model.name, in_channels=channels, num_classes=10,
+                            input_size=(height, width), **cfg.model.kwargs)
 
 
 def _setup(cfg: Config, data: PreparedData, device: torch.device, amp: bool,
@@ -400,11 +400,16 @@ def _setup(cfg: Config, data: PreparedData, device: torch.device, amp: bool,
     gradient scaler, augmentation and loss, on ``device``.
 
     Raises:
-        ConfigError: an empty training split, or a given model that does not fit the data.
+        ConfigError: an empty training or validation split, or a given model that does not fit
+            the data.
     """
     t = cfg.train
     if len(data.train) < 1:
         raise ConfigError("the training split is empty; lower data.val_fraction or add images")
+    if data.val is not None and len(data.val) < 1:  # no epoch could be judged the best
+        raise ConfigError("the validation split is empty: it has no images to pick the best "
+                          "epoch by; add images to it, or set data.val_fraction = 0 to train "
+                          "without validation (every epoch then counts as the best)")
     if model is None:
         model = build_model(cfg, data)
     else:

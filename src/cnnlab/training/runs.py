@@ -3,7 +3,9 @@
 A run directory is one that holds any of ``config.toml``, ``metrics.json``, ``last.pt`` or
 ``model.pt`` (what :func:`cnnlab.training.loop.fit` writes); a cross-validation directory
 holds ``folds.json`` and its folds are listed as runs of their own. Runs that are unfinished or
-unreadable are listed with that status instead of failing the whole listing.
+unreadable are listed with that status instead of failing the whole listing. A directory
+with a ``model.pt`` alone (a tuning trial's, ``trials/0007/model.pt``) is a finished model:
+its figures come from the checkpoint itself.
 """
 
 from __future__ import annotations
@@ -104,6 +106,14 @@ def run_summary(run_dir: str | Path, root: str | Path | None = None) -> dict[str
             metrics = loaded
         except (OSError, ValueError, UnicodeDecodeError) as e:
             problems.append(f"{metrics_file.name} unreadable: {e}")
+    checkpoint_only = (not cv and metrics is None and not config and not problems
+                       and (d / "model.pt").is_file()
+                       and not any((d / n).exists() for n in ("last.pt", "history.csv")))
+    if checkpoint_only:  # written whole at the end (a tuning trial's): read its own record
+        try:
+            config, metrics = _checkpoint_record(d / "model.pt")
+        except Exception as e:  # any unreadable file is listed, never raised
+            problems.append(f"model.pt unreadable: {e}")
     if config:
         tables: list[dict[str, Any]] = []
         for k in ("model", "data", "train"):
@@ -136,8 +146,19 @@ def run_summary(run_dir: str | Path, root: str | Path | None = None) -> dict[str
         row["status"] = "cv" if metrics is not None else "cv-incomplete"
     else:
         row["status"] = "done" if metrics is not None else "incomplete"
-    row["date"] = _mtime(metrics_file, d / "config.toml", d / "last.pt")
+    row["date"] = _mtime(metrics_file, d / "config.toml", d / "last.pt",
+                         *([d / "model.pt"] if checkpoint_only else []))
     return row
+
+
+def _checkpoint_record(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config and metrics a checkpoint holds."""
+    from cnnlab.inference.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    config, metrics = ckpt.get("config"), ckpt.get("metrics")
+    return (config if isinstance(config, dict) else {},
+            metrics if isinstance(metrics, dict) else {})
 
 
 def sort_runs(rows: list[dict[str, Any]], key: str = "date", *, reverse: bool = False
