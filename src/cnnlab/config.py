@@ -182,6 +182,9 @@ class DataConfig(_Section):
     val_fraction: float = setting(  # stratified validation split (5,000 of MNIST's 60,000)
         1 / 12, "validation split", valid=within(0, 1, "[)"), flag=True,
         shown="{:.4f}, 5,000 of 60,000")
+    # how validation is held out: stratified by class, or writer (MNIST: whole NIST writers,
+    # from the QMNIST labels, so validation measures new writers as the test split does)
+    val_split: str = setting("stratified", choices=("stratified", "writer"))
     image_size: int = setting(  # input size, square (0 = the data's own: 28 for MNIST, a folder's)
         0, "train at NxN", valid=at_least(0, ">= 0 (0 = the data's own size)"), flag=True,
         metavar="N", shown="the data's own size: 28 for MNIST, a folder's common image size, at "

@@ -37,6 +37,10 @@ def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
                    help="number of folds, at least 2 (default: 5)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="cross-validation directory (default: runs/cv-<recipe or model>)")
+    p.add_argument("--group-by", choices=("none", "writer"), default="none",
+                   help="writer: group k-fold, every NIST writer's digits in one fold only "
+                        "(MNIST, from the QMNIST labels), so each fold validates on new writers "
+                        "(default: none, stratified folds)")
     g = add_settings_flags(
         p, kind="cross-validation", exclude=CV_EXCLUDED,
         resume_help="continue the interrupted cross-validation in --out: finished folds are "
@@ -60,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_settings(args, kind="cross-validation")
     out = Path(args.out or f"runs/cv-{cfg.recipe or cfg.model.name}")
     result = cross_validate(cfg, args.folds, out_dir=out, resume=args.resume,
-                            overwrite=args.overwrite, progress=not args.quiet)
+                            overwrite=args.overwrite, progress=not args.quiet,
+                            group_by=args.group_by)
     if args.json:
         print_json({"cv_dir": str(out), **result})
         return 0

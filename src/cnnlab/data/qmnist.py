@@ -32,7 +32,8 @@ from cnnlab.data.datasets import IdxFile, _lookup_dirs, _verify
 from cnnlab.data.idx import read_idx
 from cnnlab.errors import ConfigError, DataError, DatasetNotFoundError
 
-__all__ = ["POPULATIONS", "QMNIST_FILES", "WriterLabels", "load_writers", "population_of"]
+__all__ = ["POPULATIONS", "QMNIST_FILES", "WriterLabels", "load_writers", "population_of",
+           "writer_disjoint_split", "writer_kfold"]
 
 NAME = "qmnist"
 #: the MNIST rows each split's file describes (the test file's first 10,000)
@@ -157,3 +158,43 @@ def _load(split: str, path: str) -> WriterLabels:
     rows = array[:MNIST_ROWS[split]].astype(np.int64)
     rows.setflags(write=False)  # cached and shared: nobody may change it
     return WriterLabels(split, rows[:, 0], rows[:, 1], rows[:, 2], source=path)
+
+
+def writer_disjoint_split(writers: np.ndarray, fraction: float, seed: int
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out about ``fraction`` of the images as whole writers: (keep, held_out) indices,
+    sorted, sharing no writer (scikit-learn's ``GroupShuffleSplit`` over writers).
+
+    Raises:
+        ConfigError: ``fraction`` not in (0, 1), or fewer than two writers.
+    """
+    from sklearn.model_selection import GroupShuffleSplit
+
+    w = np.asarray(writers)
+    if not (0 < fraction < 1):
+        raise ConfigError(f"The 'fraction' parameter of writer_disjoint_split must be in (0, 1). "
+                          f"Got {fraction!r} instead.")
+    if len(np.unique(w)) < 2:
+        raise ConfigError("a writer-disjoint split needs at least two writers")
+    splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+    keep, held = next(splitter.split(np.zeros(len(w)), groups=w))
+    return np.sort(keep), np.sort(held)
+
+
+def writer_kfold(writers: np.ndarray, targets: np.ndarray, folds: int, seed: int
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``folds`` (train, held-out) index pairs in which every writer's images are in one fold
+    only, classes kept as even as the writers allow (scikit-learn's ``StratifiedGroupKFold``).
+
+    Raises:
+        ConfigError: fewer writers than folds.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    w, t = np.asarray(writers), np.asarray(targets)
+    n_writers = len(np.unique(w))
+    if n_writers < folds:
+        raise ConfigError(f"{folds} writer-disjoint folds need at least {folds} writers; the "
+                          f"data has {n_writers}")
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return [(np.sort(a), np.sort(b)) for a, b in splitter.split(np.zeros(len(t)), t, groups=w)]

@@ -69,6 +69,8 @@ class PreparedData:
     std: tuple[float, ...]
     preprocessing: dict[str, Any]
     manifest: dict[str, Any] | None = field(default=None)  # folders: the files of each split
+    # per training image: its weight in the loss (group reweighting); None = all 1
+    train_weights: torch.Tensor | None = field(default=None)
 
     @property
     def channels(self) -> int:
@@ -154,7 +156,9 @@ def _prepare_registered(cfg: DataConfig, seed: int, progress: bool) -> PreparedD
     full, test = _records(full, pre), _records(test, pre)
     train_idx = np.arange(len(full))
     val_idx: np.ndarray | None = None
-    if cfg.val_fraction > 0:
+    if cfg.val_fraction > 0 and cfg.val_split == "writer":
+        train_idx, val_idx = _writer_split(cfg, full, seed)
+    elif cfg.val_fraction > 0:
         train_idx, val_idx = stratified_split(full.targets, cfg.val_fraction, seed)
     if cfg.limit and cfg.limit < len(train_idx):
         # a stratified subset: the classes keep their proportions
@@ -166,7 +170,7 @@ def _prepare_registered(cfg: DataConfig, seed: int, progress: bool) -> PreparedD
     splits: dict[str, Any] = {"train": {"file": "train", "indices": train_idx.tolist()},
                               "test": {"file": "test", "indices": "all"}}
     if val_idx is not None:
-        splits["val"] = {"file": "train", "indices": val_idx.tolist()}
+        splits["val"] = {"file": "train", "indices": val_idx.tolist(), "by": cfg.val_split}
     manifest = {"format": MANIFEST_FORMAT, "version": 1, "dataset": cfg.dataset, "seed": seed,
                 "preprocessing": pre.to_spec(), "splits": splits}
     return PreparedData(
@@ -174,6 +178,29 @@ def _prepare_registered(cfg: DataConfig, seed: int, progress: bool) -> PreparedD
         mean=tuple(round(v, 4) for v in stats.mean),
         std=tuple(round(max(v, 1e-3), 4) for v in stats.std),
         preprocessing=pre.to_spec(), manifest=manifest)
+
+
+def _writer_split(cfg: DataConfig, full: ImageDataset | None, seed: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """data.val_split=writer: validation holds whole NIST writers (the QMNIST labels), as the
+    test split shares no writer with training.
+
+    Raises:
+        ConfigError: data other than MNIST (no writer metadata).
+    """
+    from cnnlab.data.qmnist import load_writers, writer_disjoint_split
+
+    if cfg.dataset != "mnist" or full is None:
+        raise ConfigError(f"data.val_split=writer needs writer metadata, which only mnist has "
+                          f"(the QMNIST labels); {cfg.dataset} has none: set "
+                          "data.val_split=stratified")
+    writers = load_writers("train", data_dir=cfg.data_dir or None)
+    writers.check_targets(full.targets.numpy())
+    train_idx, val_idx = writer_disjoint_split(writers.writer, cfg.val_fraction, seed)
+    log.info("validation split by writer: %d of %d NIST writers (%d images) held out",
+             len(np.unique(writers.writer[val_idx])), len(np.unique(writers.writer)),
+             len(val_idx))
+    return train_idx, val_idx
 
 
 def prepare_data(cfg: DataConfig, *, seed: int, progress: bool = True,
@@ -186,6 +213,8 @@ def prepare_data(cfg: DataConfig, *, seed: int, progress: bool = True,
     Raises:
         DataError, DatasetNotFoundError: missing or unreadable data.
     """
+    if cfg.val_split == "writer" and cfg.dataset != "mnist":
+        _writer_split(cfg, None, seed)  # raises: no writer metadata
     if cfg.dataset in DATASETS:
         return _prepare_registered(cfg, seed, progress)
     root = Path(cfg.dataset)

@@ -276,6 +276,8 @@ class Trainer:
     rank: distributed.Rank | None = None
     step_model: nn.Module | None = None
     adversary: Adversary | None = None  # train.adversarial: the batch becomes adversarial
+    # per training image: its weight in the loss (PreparedData.train_weights; None = all 1)
+    sample_weights: torch.Tensor | None = None
 
     @property
     def eval_model(self) -> nn.Module:
@@ -437,7 +439,9 @@ def _setup(cfg: Config, data: PreparedData, device: torch.device, amp: bool,
                    criterion=nn.CrossEntropyLoss(label_smoothing=t.label_smoothing),
                    device=device, amp=amp, channels_last=channels_last,
                    images=data.train.images.to(device), targets=data.train.targets.to(device),
-                   adversary=make_adversary(t.adversarial, data.mean, data.std))
+                   adversary=make_adversary(t.adversarial, data.mean, data.std),
+                   sample_weights=None if data.train_weights is None
+                   else data.train_weights.to(device, torch.float32))
 
 
 def _restore(last: dict[str, Any], trainer: Trainer, cfg: Config, data: PreparedData,
@@ -540,7 +544,8 @@ def train_one_epoch(trainer: Trainer, data: PreparedData, t: TrainConfig, epoch:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast_context(device, trainer.amp):
             logits = (trainer.step_model or model)(x)  # (B, num_classes)
-            loss = trainer.criterion(logits, y)
+            loss = (trainer.criterion(logits, y) if trainer.sample_weights is None else
+                    _weighted_loss(logits, y, trainer.sample_weights[idx], t.label_smoothing))
         optimizer.zero_grad(set_to_none=True)
         trainer.scaler.scale(loss * scale if scale != 1.0 else loss).backward()
         trainer.scaler.step(optimizer)
@@ -566,6 +571,14 @@ def train_one_epoch(trainer: Trainer, data: PreparedData, t: TrainConfig, epoch:
     return {"train_loss": loss_sum.item() / n_train, "train_accuracy": correct.item() / n_train,
             "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": epoch_time,
             "images_per_s": n_train / epoch_time}
+
+
+def _weighted_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
+                   label_smoothing: float) -> torch.Tensor:
+    """The cross-entropy of a batch as a weighted mean (group reweighting, cnnlab.fairness)."""
+    losses = nn.functional.cross_entropy(logits.float(), targets, reduction="none",
+                                         label_smoothing=label_smoothing)  # (B,)
+    return (losses * weights).sum() / weights.sum().clamp_min(1e-12)
 
 
 def _diverged(epoch: int, step: int, steps: int, lr: float) -> ConfigError:

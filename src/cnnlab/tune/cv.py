@@ -88,9 +88,36 @@ def _check_folds(folds: int, targets: np.ndarray, classes: list[str]) -> None:
         )
 
 
-def _manifest(targets: np.ndarray, classes: list[str], folds: int, seed: int
+def _pool_writers(cfg: Config, pool: PreparedData) -> np.ndarray:
+    """group_by=writer: the NIST writer of each pooled image (MNIST train, QMNIST labels).
+
+    Raises:
+        ConfigError: data other than MNIST's training split (no writer metadata).
+    """
+    from cnnlab.data.qmnist import load_writers
+
+    entry = ((pool.manifest or {}).get("splits") or {}).get("train") or {}
+    if cfg.data.dataset != "mnist" or not isinstance(entry.get("indices"), list):
+        raise ConfigError(f"group_by='writer' needs writer metadata, which only MNIST's "
+                          f"training split has (the QMNIST labels); {cfg.data.dataset} has "
+                          "none: use the default stratified folds")
+    idx = np.asarray(entry["indices"], dtype=np.int64)
+    labels = load_writers("train", data_dir=cfg.data.data_dir or None)
+    if not np.array_equal(labels.classes[idx], pool.train.targets.numpy()):
+        raise DataError("the pooled training images are not MNIST's training split in its "
+                        "order; writer folds need the original order")
+    return labels.writer[idx]
+
+
+def _manifest(targets: np.ndarray, classes: list[str], folds: int, seed: int,
+              writers: np.ndarray | None = None,
               ) -> tuple[dict[str, Any], list[tuple[np.ndarray, np.ndarray]]]:
-    splits = stratified_kfold(targets, folds, seed)
+    if writers is not None:  # group k-fold: no writer in two folds
+        from cnnlab.data.qmnist import writer_kfold
+
+        splits = writer_kfold(writers, targets, folds, seed)
+    else:
+        splits = stratified_kfold(targets, folds, seed)
     fold_of = np.empty(len(targets), dtype=np.int64)
     for f, (_, val_idx) in enumerate(splits):
         fold_of[val_idx] = f + 1
@@ -102,6 +129,9 @@ def _manifest(targets: np.ndarray, classes: list[str], folds: int, seed: int
         "fold_sizes": [len(v) for _, v in splits],
         "fold_of": fold_of.tolist(),  # fold (1..K) that holds out each pooled sample
     }
+    if writers is not None:
+        manifest["group_by"] = "writer"
+        manifest["fold_writers"] = [len(np.unique(writers[v])) for _, v in splits]
     return manifest, splits
 
 
@@ -289,8 +319,13 @@ def cross_validate(
     overwrite: bool = False,
     progress: bool = True,
     data: PreparedData | None = None,
+    group_by: str = "none",
 ) -> dict[str, Any]:
     """Stratified ``folds``-fold cross-validation of ``config``; returns ``cv_metrics.json``.
+
+    ``group_by="writer"`` (MNIST only) makes the folds writer-disjoint: every NIST writer's
+    digits (QMNIST labels) are held out by one fold, so validation measures new writers, as
+    the test split does.
 
     With ``data``, its training and validation sets are pooled; otherwise the config's data
     is loaded with ``data.val_fraction = 0``. Every fold keeps the test set, so the per-fold
@@ -308,6 +343,9 @@ def cross_validate(
             f"The 'folds' parameter of cross_validate must be an int >= 2. Got {folds!r} instead."
         )
     folds = int(folds)
+    if group_by not in ("none", "writer"):
+        raise ConfigError(f"The 'group_by' parameter of cross_validate must be one of none, "
+                          f"writer. Got {group_by!r} instead.")
     cfg = dataclasses.replace(config, data=dataclasses.replace(config.data, val_fraction=0.0))
     cfg = cfg.validate()
     out = Path(out_dir)
@@ -321,7 +359,8 @@ def cross_validate(
     pool = _pooled_data(cfg, data, progress)
     targets = pool.train.targets.numpy().astype(np.int64)
     _check_folds(folds, targets, pool.classes)
-    manifest, splits = _manifest(targets, pool.classes, folds, cfg.train.seed)
+    writers = _pool_writers(cfg, pool) if group_by == "writer" else None
+    manifest, splits = _manifest(targets, pool.classes, folds, cfg.train.seed, writers)
     if resume:
         _check_manifest(manifest_path, manifest)
         _check_config(out / "config.toml", cfg)
@@ -360,6 +399,7 @@ def cross_validate(
     result: dict[str, Any] = {
         "folds": folds, "seed": cfg.train.seed, "model": cfg.model.name,
         "recipe": cfg.recipe, "dataset": cfg.data.dataset, "samples": len(targets),
+        "group_by": group_by,
         "metrics": _aggregate(per_fold),
         "out_of_fold": {"accuracy": report["accuracy"],
                         "macro_f1": report["macro"]["f1"],
