@@ -109,7 +109,7 @@ def _return_freed_memory() -> None:
         libc = ctypes.CDLL("libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3
         libc.mallopt(m_mmap_threshold, 1 << 20)  # 1 MiB and up: mapped, unmapped on free
-        libc.mallopt(m_trim_threshold, 32 << 20)
+        libc.mallopt(m_trim_threshold, 4 << 20)
     except (OSError, AttributeError):
         pass
 
