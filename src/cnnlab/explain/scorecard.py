@@ -28,6 +28,10 @@ from cnnlab.explain.faithfulness import (
 
 __all__ = ["score_card", "write_section"]
 
+# the section's figures in reading order
+_FIGURE_ORDER = ("explain_mistakes", "explain_correct", "explain_curves", "explain_tsne",
+                 "explain_filters")
+
 
 def _positive(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -207,7 +211,7 @@ def write_section(model: Any, report_dir: str | Path, card: dict[str, Any], *,
                              "random"))
     section = Section(key="explanations", title="Explanations", markdown="\n".join(md) + "\n",
                       html=f"<p>{esc(summary)}</p>{table}", card=card_rows,
-                      figures=dict(sorted(files.items())))
+                      figures={k: files[k] for k in _FIGURE_ORDER if k in files})
     report = store(out, section)
     return {"section": str(out / SECTIONS_DIR / "explanations.json"),
             "report": None if report is None else str(report), "figures": files}
