@@ -58,7 +58,8 @@ def run_stats(args: argparse.Namespace) -> int:
         from cnnlab.feedback.drift import reference_shares
 
         reference = reference_shares(load(args.model))
-    s = _store(args.store).stats(reference=reference)
+    with _store(args.store) as store:
+        s = store.stats(reference=reference)
     if args.json:
         print_json(s)
         return 0
@@ -79,7 +80,8 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    counts = _store(args.store).export(args.out)
+    with _store(args.store) as store:
+        counts = store.export(args.out)
     total = sum(counts.values())
     print(f"wrote {total:,} images in {len(counts)} classes to {args.out}")
     return 0

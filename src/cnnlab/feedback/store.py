@@ -2,9 +2,11 @@
 
 A database URL picks the backend (SQLAlchemy): ``sqlite:///feedback.db`` is the embedded
 default, in WAL mode with full synchronisation, so every acknowledged feedback survives a
-crash of the service; a PostgreSQL URL (with its driver installed) lets several service
-instances share one store. Each row holds the prediction id, the model's label, the user's
-label, the model version, the time, and the input the model saw (PNG bytes).
+crash of the service; a PostgreSQL URL (``postgresql+psycopg://...``, with the driver of
+``cnnlab[postgres]``) lets several service instances share one store. Both are tested
+(tests/feedback/test_store_backends.py; PostgreSQL on a throwaway server where Debian's
+``postgresql`` package is installed). Each row holds the prediction id, the model's label,
+the user's label, the model version, the time, and the input the model saw (PNG bytes).
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def store_url(url_or_path: str) -> str:
 
 
 class FeedbackStore:
-    """Feedback rows in a database; safe to share between threads."""
+    """Feedback rows in a database; safe to share between threads. :meth:`close` (or a
+    ``with`` block) closes its connections."""
 
     def __init__(self, url: str) -> None:
         import sqlalchemy as sa
@@ -77,6 +80,16 @@ class FeedbackStore:
             meta.create_all(self.engine)
         except Exception as e:
             raise ConfigError(f"cannot open the feedback store {self.url!r}: {e}") from e
+
+    def close(self) -> None:
+        """Close the pooled connections (a PostgreSQL server keeps one per connection)."""
+        self.engine.dispose()
+
+    def __enter__(self) -> FeedbackStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def add(self, fb: Feedback) -> None:
         """Store one feedback row, committed before returning.
