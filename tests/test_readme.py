@@ -71,6 +71,21 @@ PARSE_ONLY: dict[str, str] = {
     "finetune alexnet --train-dir photos/ --strategy linear --out runs/ft-alexnet":
         "photos/ stands for the reader's own images, and alexnet's ImageNet weights would "
         "be downloaded",
+    # federated: Ray's and Flower's own warnings are errors under this file's warning filter,
+    # and rounds take minutes; tests/federated runs simulate (a subprocess, tiny MNIST) and
+    # the server with two clients (slow)
+    **dict.fromkeys([
+        "federated simulate --clients 100 --partition iid --rounds 20 --fraction 0.1 "
+        "--local-epochs 5 --out runs/fed-iid",
+        "federated simulate --clients 100 --partition shards:2 --rounds 200 --strategy fedprox "
+        "--out runs/fed-shards",
+        "federated simulate --clients 10 --rounds 10 --fraction 0.5 --dp server "
+        "--noise-multiplier 1.0 --clipping-norm 1.0 --out runs/fed-dp",
+        "evaluate runs/fed-iid",
+        "federated server --clients 2 --rounds 3 --out runs/fed-server",
+        "federated client --clients 2 --partition-id 0",
+        "federated client --clients 2 --partition-id 1"],
+        "Flower/Ray runs (see tests/federated)"),
 }
 
 _BRACKETS = "[optional] notation: a shell passes {} to cnnlab as an argument"

@@ -45,6 +45,8 @@ def test_simulate_writes_a_run_that_loads_and_reports_its_privacy(mnist_dir: Pat
     assert sum(c["examples"] for c in clients.values()) == m["train_images"]
     assert (out / "plots" / "federated_accuracy.png").stat().st_size > 1000
     assert not (out / ".federated").exists()  # the client data file is removed
+    section = json.loads((out / "sections" / "federated.json").read_text())  # for the report
+    assert ["Rounds", "2 of 2"] in section["card"]
 
     import cnnlab
 

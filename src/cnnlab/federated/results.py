@@ -11,6 +11,7 @@ round with every client's figures, the privacy budget) and ``plots/federated_acc
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import logging
@@ -22,13 +23,14 @@ from torch import nn
 
 from cnnlab._io import atomic_write_bytes
 from cnnlab.config import Config, dump_toml
+from cnnlab.evaluate.sections import Section, write_section
 from cnnlab.federated.settings import FederatedSettings
 from cnnlab.inference.checkpoint import save_checkpoint
 from cnnlab.models import InputSpec
 from cnnlab.training.data import MANIFEST_NAME, PreparedData
 from cnnlab.training.loop import checkpoint_payload
 
-__all__ = ["ROUND_FIELDS", "RoundLog", "write_run"]
+__all__ = ["ROUND_FIELDS", "RoundLog", "report_section", "write_run"]
 
 log = logging.getLogger("cnnlab")
 
@@ -173,4 +175,31 @@ def write_run(s: FederatedSettings, cfg: Config, data: PreparedData, model: nn.M
         "metrics": metrics, "rounds": rounds.rows, "clients": rounds.clients,
         "privacy": privacy}, indent=1) + "\n")
     plot_rounds(rounds.rows, out / "plots" / "federated_accuracy.png", target=s.target_accuracy)
+    write_section(out, report_section(metrics))
     return metrics
+
+
+def report_section(m: dict[str, Any]) -> Section:
+    """The run's federated figures for its report and model card (``cnnlab evaluate`` and
+    ``cnnlab report`` show it; stored in ``sections/federated.json``)."""
+    reached = m["rounds_to_target_test"]
+    rows = [("Strategy", f"{m['strategy']}, {m['clients']} clients ({m['partition']}), "
+                         f"{m['clients_per_round']} per round, {m['local_epochs']} local "
+                         "epoch(s)"),
+            ("Rounds", f"{m['rounds_run']} of {m['rounds']}"),
+            (f"Test accuracy {m['target_accuracy']:.0%} reached",
+             f"in round {reached}" if reached else "no"),
+            ("Arrays sent", f"{m['bytes_sent'] / 1e6:,.1f} MB"),
+            ("Failed or missing client replies", str(m["failures"]))]
+    if m.get("privacy"):
+        p = m["privacy"]
+        rows.append(("Differential privacy", f"({p['epsilon']:.3g}, {p['delta']:g}) at the "
+                                             f"client level, {p['mode']}-side clipping "
+                                             f"{p['clipping_norm']:g}, noise "
+                                             f"{p['noise_multiplier']:g}"))
+    markdown = "Trained with Flower (federated.json, rounds.csv).\n\n" + "\n".join(
+        f"- {k}: {v}" for k, v in rows)
+    body = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in rows)
+    return Section(key="federated", title="Federated training", markdown=markdown,
+                   html=f"<p>Trained with Flower (federated.json, rounds.csv).</p><ul>{body}</ul>",
+                   card=rows, figures={"accuracy by round": "plots/federated_accuracy.png"})
