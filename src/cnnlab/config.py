@@ -357,12 +357,13 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
     # Corruption robustness (issue 15): the default model and schedule, with the robust
     # augmentation (a wider affine, then noise, blur, thinner/thicker strokes and stray
-    # strokes on half the samples each); benchmarks/bench_robust_training.py holds the search.
+    # strokes, each family on 30 % of the samples: 0.3 beat 0.5 on clean and MNIST-C
+    # validation accuracy in the search of benchmarks/bench_robust_training.py).
     "robust": {
         "model": {"name": "resnet", "widths": [32, 64, 128], "blocks": [0, 1, 1],
                   "downsample": "maxpool", "dropout": 0.1},
         "data": {"val_fraction": 0.0,
-                 "augment": {"enabled": True, "kind": "robust", "robust_p": 0.5,
+                 "augment": {"enabled": True, "kind": "robust", "robust_p": 0.3,
                              "rotation": 15.0, "scale_min": 0.85, "scale_max": 1.15,
                              "translate": 0.15, "shear": 15.0}},
         "optim": {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 5e-2,
