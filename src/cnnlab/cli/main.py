@@ -21,7 +21,8 @@ __all__ = ["build_parser", "entry", "main"]
 # one module per verb; each has add_parser(subparsers) and run(args) -> int
 VERBS = ("data", "models", "summary", "train", "evaluate", "predict", "report", "compare", "cv",
          "tune", "finetune", "export", "quantize", "prune", "zoo",
-         "bench", "serve", "feedback", "retrain", "runs", "federated", "explain", "fairness")
+         "bench", "serve", "feedback", "retrain", "runs", "federated", "explain", "fairness",
+         "robustness")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

@@ -33,7 +33,10 @@ def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
                         "available at batch 1, measured on first use and remembered in "
                         "~/.cache/cnnlab/engines (default: auto)")
     p.add_argument("--json", action="store_true",
-                   help="one JSON object per line: path, label, probabilities (all classes); "
+                   help="one JSON object per line: path, label, probabilities (all classes), "
+                        "confidence (the top probability), energy (-logsumexp of the logits) "
+                        "and ood (confidence below the threshold `cnnlab robustness` chose on "
+                        "validation data; null when the model has none); "
                         "a file that cannot be classified (unreadable, or a blank page with no "
                         "ink) gets a line with path and error instead")
     p.set_defaults(run=run)
@@ -86,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
         for path, pred in zip(names, model.predict(torch.stack(inputs)), strict=True):
             if args.json:
                 print(json.dumps({"path": path, "label": pred.label,
-                                  "probabilities": pred.probabilities}))
+                                  "probabilities": pred.probabilities,
+                                  "confidence": pred.confidence, "energy": pred.energy,
+                                  "ood": pred.ood}))
             else:
                 top = ", ".join(f"{c} {p:.1%}" for c, p in pred.top(args.top_k))
                 print(f"{path}: {pred.label}   (top {args.top_k}: {top})")

@@ -8,6 +8,7 @@ when :func:`cnnlab.load` chose it). :func:`load_model` loads a checkpoint on PyT
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 
 from cnnlab.errors import CheckpointError, ConfigError, ShapeError
 from cnnlab.inference.engines import Engine, TorchEngine
+from cnnlab.inference.ood import confidence_energy, read_ood_threshold
 from cnnlab.inference.preprocess import Preprocess
 from cnnlab.models import Classifier, InputSpec, create_model
 
@@ -29,11 +31,18 @@ ImageLike = str | Path | bytes | np.ndarray | torch.Tensor | Any  # Any: PIL.Ima
 
 @dataclass(frozen=True)
 class Prediction:
-    """One image's prediction: the label, its index and every class's probability."""
+    """One image's prediction: the label, its index, every class's probability, and how far
+    to trust it (:mod:`cnnlab.inference.ood`): ``confidence`` (the max probability),
+    ``energy`` (``-logsumexp`` of the logits; lower is more like the training data) and
+    ``ood`` (confidence below the threshold chosen on validation data; None when the model
+    has none)."""
 
     label: str
     index: int
     probabilities: dict[str, float]
+    confidence: float = math.nan
+    energy: float = math.nan
+    ood: bool | None = None
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         return sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:k]
@@ -70,6 +79,8 @@ class Model:
         self.classifier.to(self.device)
         # what computes the logits: PyTorch until an engine is chosen (cnnlab.load(engine=))
         self.runner: Engine = TorchEngine(self.classifier, self.device)
+        # the ood flag's threshold, from the checkpoint or the ood.json beside it
+        self.ood_threshold = read_ood_threshold(path, self.metrics)
 
     @property
     def input_spec(self) -> InputSpec:
@@ -126,6 +137,9 @@ class Model:
     # --- prediction -------------------------------------------------------------------------
     def predict_proba(self, images: Iterable[ImageLike] | torch.Tensor) -> torch.Tensor:
         """Class probabilities (N, num_classes) for a batch of images (or one image)."""
+        return F.softmax(self._images_logits(images), dim=1)
+
+    def _images_logits(self, images: Iterable[ImageLike] | torch.Tensor) -> torch.Tensor:
         spec = self.input_spec
         if isinstance(images, str | Path | bytes) or type(images).__module__.startswith("PIL"):
             images = [images]  # one image, not a sequence of characters or bytes
@@ -136,7 +150,7 @@ class Model:
             batch = torch.stack([self._array_input(x) for x in images])
         else:
             batch = torch.stack([self.to_input(im) for im in images])
-        return F.softmax(self.logits(batch), dim=1)
+        return self.logits(batch)
 
     def logits(self, batch: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
         """Float32 logits (N, num_classes) of a uint8 batch already in input form, from the
@@ -152,13 +166,25 @@ class Model:
 
     def predict(self, images: Iterable[ImageLike] | torch.Tensor) -> list[Prediction]:
         """Predictions for a batch of images (files, bytes, PIL images, arrays or a tensor)."""
-        probs = self.predict_proba(images)
+        logits = self._images_logits(images)
+        probs = F.softmax(logits, dim=1)
+        confidence, energy = confidence_energy(logits.numpy())
+        rule = self.ood_threshold
         out = []
-        for row in probs.tolist():
+        for row, conf, e in zip(probs.tolist(), confidence.tolist(), energy.tolist(),
+                                strict=True):
             idx = int(np.argmax(row))
             out.append(Prediction(self.classes[idx], idx,
-                                  {c: float(p) for c, p in zip(self.classes, row, strict=True)}))
+                                  {c: float(p) for c, p in zip(self.classes, row, strict=True)},
+                                  conf, e, None if rule is None else rule.flag(conf)))
         return out
+
+    def ood_answer(self, probabilities: Sequence[float]) -> dict[str, Any]:
+        """``confidence`` and ``ood`` for one image's class probabilities (what the service
+        has of a prediction; ``energy`` needs the logits)."""
+        conf = float(max(probabilities))
+        rule = self.ood_threshold
+        return {"confidence": conf, "ood": None if rule is None else rule.flag(conf)}
 
 
 def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> Model:

@@ -102,7 +102,7 @@ def answer(state: ServiceState, probs: list[float], ms: float, x: np.ndarray) ->
     return {"prediction_id": pid, "label": label,
             "probabilities": dict(zip(classes, probs, strict=True)),
             "top_k": [{"label": classes[k], "probability": probs[k]} for k in order[:top_k]],
-            "model_version": version, "latency_ms": round(ms, 3)}
+            "model_version": version, "latency_ms": round(ms, 3), **model.ood_answer(probs)}
 
 
 async def predict_one(state: ServiceState, x: np.ndarray, t0: float, include_input: bool

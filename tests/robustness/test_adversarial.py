@@ -1,0 +1,86 @@
+"""Adversarial: ART's attacks on a tiny model in [0, 1] pixel space; accuracy falls with
+epsilon; epsilons outside the range are refused; the gradient-masking checks can fail."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from cnnlab.errors import ConfigError
+from cnnlab.robustness.adversarial import (
+    PixelSpaceModel,
+    check_attacks,
+    check_epsilons,
+    masking_checks,
+    run_adversarial,
+)
+
+
+def test_the_wrapper_applies_the_models_normalisation(bar_model) -> None:
+    model, images, _ = bar_model
+    spec = model.input_spec
+    wrapped = PixelSpaceModel(model.classifier, spec.mean, spec.std).eval()
+    with torch.no_grad():
+        ours = wrapped(images[:8].float() / 255)
+    # what predict computes from the same uint8 images
+    torch.testing.assert_close(ours, model.logits(images[:8]), rtol=1e-4, atol=1e-4)
+
+
+def test_accuracy_under_attack_falls_with_epsilon(bar_model) -> None:
+    model, images, targets = bar_model
+    result = run_adversarial(model, images, targets, eps_linf=[0, 0.05, 0.2, 0.5],
+                             eps_l2=[0, 2.0, 6.0], attacks=["fgsm", "pgd-linf", "pgd-l2"],
+                             steps=5, restarts=1, batch_size=64, examples=2)
+    clean = result["curves"]["pgd-linf"]["accuracy"][0]
+    assert clean >= 0.9
+    for name, curve in result["curves"].items():
+        acc = curve["accuracy"]
+        assert acc[-1] < acc[0] - 0.3, (name, acc)
+        assert all(b <= a + 1 / curve["images"] for a, b in itertools.pairwise(acc))
+    assert result["checks"]["monotone"]["pass"]
+    # PGD is at least as strong as one FGSM step
+    for f, p in zip(result["curves"]["fgsm"]["accuracy"],
+                    result["curves"]["pgd-linf"]["accuracy"], strict=True):
+        assert p <= f + 1 / len(targets)
+    assert result["examples"]["clean"]["images"].shape == (2, 1, 28, 28)
+
+
+def test_square_and_autoattack_run_on_fewer_images(bar_model) -> None:
+    model, images, targets = bar_model
+    result = run_adversarial(model, images, targets, eps_linf=[0, 0.3], eps_l2=[0],
+                             attacks=["pgd-linf", "square", "autoattack"], steps=3,
+                             restarts=1, black_box_images=12, square_queries=20,
+                             autoattack_images=8, autoattack_steps=3, batch_size=64)
+    assert result["curves"]["square"]["images"] == 12
+    aa = result["autoattack"]
+    assert aa["images"] == 8 and "first 8 of 40" in aa["note"]
+    assert 0.0 <= aa["accuracy"] <= aa["clean_accuracy"]
+    assert "black_box_not_stronger" in result["checks"]
+
+
+def test_masking_checks_fail_when_they_should() -> None:
+    curves = {"pgd-linf": {"images": 10, "eps": [0, 0.1, 0.3], "accuracy": [1.0, 0.2, 0.6]},
+              "square": {"images": 10, "eps": [0, 0.1, 0.3], "accuracy": [1.0, 0.1, 0.1]}}
+    correct = {("pgd-linf", 0.1): np.array([1, 1] + [0] * 8, bool),
+               ("pgd-linf", 0.3): np.array([1] * 6 + [0] * 4, bool)}
+    checks = masking_checks(curves, correct)
+    assert not checks["monotone"]["per_attack"]["pgd-linf"]
+    assert checks["monotone"]["per_attack"]["square"]
+    assert not checks["black_box_not_stronger"]["pass"] and not checks["pass"]
+
+
+@pytest.mark.parametrize("eps", [-0.1, 1.5, float("nan"), float("inf"), "x"])
+def test_linf_epsilon_outside_0_1_is_refused(eps: object) -> None:
+    with pytest.raises(ConfigError, match=r"L-inf epsilon must be a number in \[0, 1\]"):
+        check_epsilons([0.1, eps], norm="linf")  # type: ignore[list-item]
+
+
+def test_l2_epsilons_and_attack_names() -> None:
+    assert check_epsilons([3, 0, 1], norm="l2") == [0.0, 1.0, 3.0]
+    with pytest.raises(ConfigError, match="L2 epsilon"):
+        check_epsilons([29.0], norm="l2", dims=784)
+    with pytest.raises(ConfigError, match="unknown attack 'pgd'; did you mean"):
+        check_attacks(["pgd"])
