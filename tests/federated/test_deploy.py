@@ -75,3 +75,44 @@ def test_superlink_and_two_supernodes_complete_two_rounds(mnist_dir: Path,
     time.sleep(1)
     alive = [pid for pid in supernodes if Path(f"/proc/{pid}").exists()]
     assert not alive, f"SuperNode processes left running: {alive}"
+
+
+@pytest.mark.slow  # ~5 minutes: three rounds, one of them waits out the round timeout
+def test_a_client_that_disconnects_mid_run_is_logged_and_the_rounds_go_on(
+        mnist_dir: Path, tmp_path: Path) -> None:
+    cnnlab = [sys.executable, "-m", "cnnlab.cli.main", "federated"]
+    data = ["--data-dir", str(mnist_dir.parent), "--limit", "300", "--clients", "3"]
+    port = _free_port()
+    server = subprocess.Popen(
+        [*cnnlab, "server", *data, "--fraction", "1", "--rounds", "3", "--local-epochs", "1",
+         "--batch-size", "30", "--model", "paper-cnn-tiny", "--port", str(port),
+         "--round-timeout", "45", "--wait-clients", "120", "--out", "srv", "--json"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    clients = [subprocess.Popen(
+        [*cnnlab, "client", *data, "--partition-id", str(i), "--superlink",
+         f"127.0.0.1:{port}", "--port", str(_free_port()), "--out", f"c{i}", "--max-wait", "60"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for i in range(3)]
+    err_lines: list[str] = []
+    try:
+        assert server.stderr is not None
+        for line in server.stderr:  # client 2 goes away once round 1 is done
+            err_lines.append(line)
+            if "round 1/3" in line:
+                clients[2].send_signal(signal.SIGTERM)
+        out = server.stdout.read() if server.stdout else ""
+        server.wait(timeout=600)
+    finally:
+        for c in clients:
+            c.send_signal(signal.SIGTERM)
+        for c in clients:
+            c.wait(timeout=60)
+        server.kill()
+    err = "".join(err_lines)
+    assert server.returncode == 0, err[-3000:]
+    m = json.loads(out)
+    assert m["rounds_run"] == 3 and m["failures"] >= 1
+    rows = list(csv.DictReader((tmp_path / "srv" / "rounds.csv").read_text().splitlines()))
+    assert [int(r["clients_trained"]) for r in rows][:2] == [0, 3]
+    assert all(int(r["clients_trained"]) == 2 for r in rows[2:])
+    assert "sent no reply within the round timeout" in err or "a client failed" in err

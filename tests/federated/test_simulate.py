@@ -79,9 +79,9 @@ def test_simulate_writes_a_run_that_loads_and_reports_its_privacy(mnist_dir: Pat
     (["--strategy", "fedavgg"], "error: unknown strategy 'fedavgg'; did you mean 'fedavg'?"),
     (["--partition", "dirichlett:0.5"], "did you mean 'dirichlet'?"),
     (["--dp", "servr"], "error: unknown dp mode 'servr'; did you mean 'server'?"),
-    (["--fraction", "0"], "The 'fraction' option must be a finite number in (0, 1]"),
-    (["--rounds", "0"], "The 'rounds' option must be an integer in [1, 100000]"),
-    (["--lr", "nan"], "The 'lr' option must be a finite number"),
+    (["--fraction", "0"], "The '--fraction' option must be a finite number in (0, 1]"),
+    (["--rounds", "0"], "The '--rounds' option must be an integer in [1, 100000]"),
+    (["--lr", "nan"], "The '--lr' option must be a finite number"),
     (["--model", "lenet"], "did you mean 'lenet5'"),
 ])
 def test_bad_options_fail_before_anything_runs(args: list[str], message: str,

@@ -24,6 +24,13 @@ from cnnlab.training.data import PreparedData, prepare_data
 __all__ = ["DP_MODES", "STRATEGIES", "FederatedSettings", "client_partition", "load_run_data"]
 
 STRATEGIES = ("fedavg", "fedprox")
+# the flag of a setting whose name differs (`cnnlab federated`: --NAME-WITH-DASHES otherwise)
+_FLAGS = {"target_accuracy": "--target", "time_budget_s": "time_budget_s",
+          "max_wait": "--max-wait", "out": "--out", "client_data": "client_data"}
+
+
+def _flag(name: str) -> str:
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
 DP_MODES = ("off", "server", "client")
 
 
@@ -72,8 +79,8 @@ class FederatedSettings:
         for name, (lo, hi) in ints.items():
             value: Any = getattr(self, name)
             if not isinstance(value, int) or not lo <= value <= hi:
-                raise ConfigError(invalid_value(name, value, f"an integer in [{lo}, {hi}]",
-                                                kind="option"))
+                raise ConfigError(invalid_value(_flag(name), value,
+                                                f"an integer in [{lo}, {hi}]", kind="option"))
         floats: dict[str, tuple[float, float, str]] = {
                   "fraction": (0.0, 1.0, "(]"), "lr": (0.0, 100.0, "(]"),
                   "momentum": (0.0, 1.0, "[)"), "proximal_mu": (0.0, 1e6, "[]"),
@@ -88,7 +95,7 @@ class FederatedSettings:
                 and (value < fhi if ends[1] == ")" else value <= fhi))
             if not ok:
                 expected = f"a finite number in {ends[0]}{flo:g}, {fhi:g}{ends[1]}"
-                raise ConfigError(invalid_value(name, value, expected, kind="option"))
+                raise ConfigError(invalid_value(_flag(name), value, expected, kind="option"))
         return self
 
     @property
