@@ -55,6 +55,10 @@ TINY: dict[str, list[str]] = {
     "prune": ["--finetune-epochs", "1"],
     "bench": ["--engines", "eager,ort-fp32", "--rounds", "1"],
     "retrain": ["--replay", "200", "--epochs", "1"],
+    # 20 digits, two corruptions and shifts, one FGSM epsilon, 5 pages per non-digit set
+    "robustness": ["--images", "20", "--corruptions", "fog,zigzag", "--shifts", "slant",
+                   "--attacks", "fgsm", "--eps", "0,0.3", "--ood-images", "5",
+                   "--shift-images", "20", "--reference", "none"],
 }
 
 # Models too big to train in seconds, and the tiny variant of the same family that stands in
