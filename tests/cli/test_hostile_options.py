@@ -155,7 +155,7 @@ def _not_a_number(text: str) -> bool:
         return True
 
 
-@settings(max_examples=80, deadline=None, derandomize=True,
+@settings(max_examples=50, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(option=st.sampled_from(NUMERIC),
        value=st.one_of(st.text(max_size=40).filter(_not_a_number),
@@ -171,7 +171,7 @@ def test_numeric_options_refuse_what_is_no_finite_number(option: Option, value: 
     _refused(option.argv(value), option.names, capsys)
 
 
-@settings(max_examples=40, deadline=None, derandomize=True,
+@settings(max_examples=25, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_choice_options_refuse_unknown_names(data: st.DataObject,
@@ -182,7 +182,7 @@ def test_choice_options_refuse_unknown_names(data: st.DataObject,
     _refused(option.argv(value), option.names, capsys)
 
 
-@settings(max_examples=40, deadline=None, derandomize=True,
+@settings(max_examples=25, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(option=st.sampled_from([o for o in NUMERIC if o.kind == "int"]),
        value=st.integers(min_value=-(10**30), max_value=-1))
