@@ -418,3 +418,32 @@ def test_no_few_shot_file_is_in_two_splits(models: dict[str, str], work: Path) -
     assert Counter(f["class"] for f in splits["train"]["files"]) == {c: SHOTS for c in CLASSES}
     assert set(_files(splits["train"])) | set(_files(splits["test"])) == _all_files(
         work / "digits")
+
+
+def test_a_large_photo_is_seen_alike_by_predict_the_api_and_the_service(tmp_path: Path) -> None:
+    """A page over the decoders' reduce threshold (a 1700x1700 phone-sized scan) is shrunk the
+    same way by every reader: the service gives the probabilities `predict` and the Python
+    API give."""
+    from cnnlab.data.folders import REDUCE_ABOVE_PIXELS, read_image
+
+    seven = np.zeros((28, 28), np.uint8)
+    seven[6:9, 7:21] = 255
+    for r in range(9, 23):  # the stroke down
+        seven[r, 20 - (r - 9) // 2: 23 - (r - 9) // 2] = 255
+    page = render_digit(seven, (1700, 1700), blur=2.0, noise=4.0)
+    assert page.size > REDUCE_ABOVE_PIXELS
+    path = tmp_path / "scan.png"
+    Image.fromarray(page, "L").save(path)
+
+    model = cnnlab.load("default", engine="torch")
+    [api] = model.predict(str(path))
+    rc, out, err = cli("predict", "default", str(path), "--json", "--engine", "torch", "-q")
+    assert rc == 0, err
+    line = json.loads(out.splitlines()[0])
+    with TestClient(create_app(ServeSettings(checkpoint="default", engine="torch"))) as client:
+        [served] = [r.json() for r in post(client, str(path))[:1]]
+    assert line["label"] == api.label == served["label"]
+    for cls, p in api.probabilities.items():
+        assert abs(line["probabilities"][cls] - p) < 1e-5
+        assert abs(served["probabilities"][cls] - p) < 1e-5
+    assert read_image(path).size[0] < 1700  # shrunk while decoded

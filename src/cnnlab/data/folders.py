@@ -41,6 +41,10 @@ __all__ = [
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp"})
 MAX_IMAGE_PIXELS = 40_000_000  # about 7300 x 5500: above common phone photos, 120 MB as RGB
+# Images above this are shrunk by an integer factor while decoded, by every reader (folders,
+# predict, the service), so memory follows the reduced size and two commands never see one
+# file differently; every model input is far smaller (at most 224 a side by default).
+REDUCE_ABOVE_PIXELS = 2_100_000
 # Formats Pillow may decode: the common ones, so a crafted file cannot reach rarer decoders.
 _FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "F"})
@@ -52,7 +56,7 @@ def read_image(
     *,
     name: str | None = None,
     max_pixels: int = MAX_IMAGE_PIXELS,
-    reduce_above: int | None = None,
+    reduce_above: int | None = REDUCE_ABOVE_PIXELS,
 ) -> Image.Image:
     """Decode an image file or its bytes into a loaded PIL image, upright per its EXIF tag.
 
@@ -64,7 +68,8 @@ def read_image(
             integer factor that brings it to at most this many (box averaging: JPEG's
             decoder scales by 1/2, 1/4 or 1/8 itself, :meth:`PIL.Image.Image.reduce` does the
             rest), so the memory and the float work after it follow the reduced size, not
-            the file's. None (the default): the full size.
+            the file's. Default :data:`REDUCE_ABOVE_PIXELS`, the same for every reader;
+            None: the full size.
 
     Raises:
         ImageTooLargeError: more pixels than ``max_pixels`` (or a decompression bomb).

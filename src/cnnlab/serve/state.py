@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnlab.data.folders import REDUCE_ABOVE_PIXELS
 from cnnlab.feedback.drift import RecentLabels, reference_shares
 from cnnlab.feedback.store import FeedbackStore
 from cnnlab.serve.batching import Batcher, probabilities
@@ -41,9 +42,9 @@ class ServeSettings:
     max_request_pixels: int = 64_000_000  # all images of one request together
     # images over this many pixels are shrunk by an integer factor while decoded, before
     # any float conversion: a 6300x6300 PNG took 4.5 s and 1.9 GB unshrunk, 0.4 s and 0.3 GB
-    # shrunk (benchmarks/bench_serve.py --hostile); up to it, images are decoded as `predict`
-    # decodes them
-    reduce_above_pixels: int = 2_100_000
+    # shrunk (benchmarks/bench_serve.py --hostile); the same threshold as every other reader,
+    # so the service sees a file as `predict` does
+    reduce_above_pixels: int = REDUCE_ABOVE_PIXELS
     decode_workers: int = 2  # threads decoding large images; at most this many at once
     decode_timeout_s: float = 5.0  # a request's decoding, waiting for a worker included
     # requests with fewer pixels in all are decoded in the event loop (a thread hand-off
