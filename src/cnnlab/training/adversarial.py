@@ -9,14 +9,14 @@ inside, on the way into the model, so ``eps = 0.3`` means 0.3 of the pixel range
 dataset's mean and std.
 
 Why hand-written here and not the Adversarial Robustness Toolbox, which ``cnnlab robustness``
-uses to measure: not speed, as expected. ``benchmarks/bench_robust_training.py``
-(``art_vs_ours``) times one training batch of PGD both ways, and on the 2-core CPU ART's
-``ProjectedGradientDescentPyTorch`` takes about as long as this (the model's passes dominate).
-What training needs is where ART does not fit: its attacks take input gradients with the
-model in eval mode (``training_mode=False``: batch norm on its running statistics, not the
-batch's, as Madry et al. and Wong et al. train), on numpy copies of each batch, outside the
-training step's autocast and device. Here the attack runs on the batch where it lies, in the
-model's own mode, under the step's autocast: the textbook attacks, a few tensor lines each.
+uses to measure: ``benchmarks/bench_robust_training.py`` (``art_vs_ours``) times one training
+batch of PGD both ways, and ART's ``ProjectedGradientDescentPyTorch`` took longer on the
+2-core CPU (numpy copies of each batch, a check of its inputs per step). And training needs
+what ART's attacks do not do: they take input gradients with the model in eval mode
+(``training_mode=False``: batch norm on its running statistics, not the batch's, as Madry et
+al. and Wong et al. train), outside the training step's autocast and device. Here the attack
+runs on the batch where it lies, in the model's own mode, under the step's autocast: the
+textbook attacks, a few tensor lines each.
 """
 
 from __future__ import annotations
