@@ -108,6 +108,9 @@ def test_a_client_that_disconnects_mid_run_is_logged_and_the_rounds_go_on(
         for c in clients:
             c.wait(timeout=60)
         server.kill()
+        for pipe in (server.stdout, server.stderr):
+            if pipe is not None:
+                pipe.close()
     err = "".join(err_lines)
     assert server.returncode == 0, err[-3000:]
     m = json.loads(out)
