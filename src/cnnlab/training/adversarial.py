@@ -11,7 +11,7 @@ dataset's mean and std.
 Why hand-written here and not the Adversarial Robustness Toolbox, which ``cnnlab robustness``
 uses to measure: ``benchmarks/bench_robust_training.py`` (``art_vs_ours``) times one training
 batch of PGD both ways, and ART's ``ProjectedGradientDescentPyTorch`` took longer on the
-2-core CPU (numpy copies of each batch, a check of its inputs per step). And training needs
+2-core CPU. And training needs
 what ART's attacks do not do: they take input gradients with the model in eval mode
 (``training_mode=False``: batch norm on its running statistics, not the batch's, as Madry et
 al. and Wong et al. train), outside the training step's autocast and device. Here the attack
