@@ -54,8 +54,8 @@ def train_and_score(arm: str, seed: int, args: argparse.Namespace) -> np.ndarray
     """Per-digit test errors (10,000,) of one arm and seed (kept in ``--cache`` to be reused)."""
     cache = None
     if args.cache:
-        key = (f"{args.recipe}-e{args.epochs}-{arm}-s{seed}-w{args.emphasis:g}"
-               f"-t{args.thickness_p:g}.npy")
+        knobs = "" if arm == "baseline" else f"-w{args.emphasis:g}-t{args.thickness_p:g}"
+        key = f"{args.recipe}-e{args.epochs}-{arm}-s{seed}{knobs}.npy"
         cache = Path(args.cache) / key
         if cache.is_file():
             return np.load(cache)
@@ -143,8 +143,8 @@ def main() -> None:
     out: dict[str, object] = {
         "benchmark": "fairness_mitigation",
         "recipe": args.recipe, "epochs": args.epochs, "seeds": args.seeds,
-        "budget_note": (f"every arm trains the {args.recipe} recipe for {args.epochs} epochs "
-                        "(the full default recipe is 20)"),
+        "budget_note": (f"every arm trains the {args.recipe} recipe for {args.epochs} epochs, "
+                        "the same budget for all arms (the default recipe's own is 20 epochs)"),
         "emphasis_student": args.emphasis, "thickness_p": args.thickness_p,
         "test": {"students": int((pop == "student").sum()),
                  "employees": int((pop == "employee").sum()), "writers": int(n_w)},
