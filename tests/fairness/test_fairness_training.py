@@ -65,7 +65,7 @@ def test_writer_validation_needs_writer_metadata(tmp_path: Path) -> None:
     cfg = resolve_config({"data": {"dataset": str(folder), "val_split": "writer"}})
     with pytest.raises(ConfigError, match="needs writer metadata"):
         prepare_data(cfg.data, seed=0, progress=False)
-    with pytest.raises(ConfigError, match="data.val_split"):
+    with pytest.raises(ConfigError, match=r"data\.val_split"):
         resolve_config({"data": {"val_split": "by-writer"}})
 
 
