@@ -121,7 +121,9 @@ def _family(name: str, seeds: int, images: int, data_dir: str, work: Path,
         "test_accuracy_mean": round(statistics.mean(accs), 5),
         "test_accuracy_min": min(accs), "test_accuracy_max": max(accs),
         "train_time_s_median": med("train_time_s"), "images_per_s_median": med("images_per_s"),
-        "latency_ms_p50_torch": med("latency_ms_p50_torch"),
+        # the least disturbed seed: on the shared machine a neighbour's burst raised one
+        # seed's p50 from 1.6 to 21 ms (inception), and two of three bursts beat a median
+        "latency_ms_p50_torch": min(r["latency_ms_p50_torch"] for r in runs),
         # seed 0's model, exported and quantised
         **{k: runs[0][k] for k in ("latency_ms_p50_ort_fp32", "latency_ms_p50_ort_int8",
                                    "test_accuracy_fp32_onnx", "test_accuracy_int8")},
@@ -157,7 +159,8 @@ def run_zoo(families: list[str] | tuple[str, ...] = FAMILIES, *, images: int = 5
                    "validation_images": VAL_IMAGES, **BUDGET,
                    "note": "one epoch over a stratified subset of the MNIST training split; "
                            "the same settings for every family; test accuracy reports only"},
-        "latency": "batch 1, p50 ms: PyTorch eager (300 runs, median over seeds); ONNX Runtime "
+        "latency": "batch 1, p50 ms: PyTorch eager (300 runs, the lowest of the seeds' p50s); "
+                   "ONNX Runtime "
                    "FP32 and static INT8 (U8S8, QDQ, 512 calibration images; 1000 runs) on "
                    "seed 0's model, which also gives the test accuracy after INT8",
         "pareto_axes": ["latency_ms_p50_torch (lower)", "test_accuracy_mean (higher)"],
