@@ -55,12 +55,12 @@ TINY: dict[str, list[str]] = {
     "prune": ["--finetune-epochs", "1"],
     "bench": ["--engines", "eager,ort-fp32", "--rounds", "1"],
     "retrain": ["--replay", "200", "--epochs", "1"],
-    # the zoo's small run on 100 images per family (a --results line ignores it)
-    "zoo": ["--images", "100"],
     "fairness": ["--n-boot", "50"],  # 50 bootstrap draws instead of 1,000
     # --evaluate on 40 images (10 for the randomisation check, 40 in the t-SNE map)
     "explain": ["--images", "40", "--sanity-images", "10", "--tsne-images", "40",
                 "--neighbours", "2"],
+    # the zoo's small run on 100 images per family (a --results line ignores it)
+    "zoo": ["--images", "100"],
     # 20 digits, two corruptions and shifts, one FGSM epsilon, 5 pages per non-digit set
     "robustness": ["--images", "20", "--corruptions", "fog,zigzag", "--shifts", "slant",
                    "--attacks", "fgsm", "--eps", "0,0.3", "--ood-images", "5",

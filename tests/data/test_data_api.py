@@ -9,8 +9,8 @@ def test_all_is_sorted_complete_and_importable():
     for name in names:
         assert getattr(cnnlab.data, name) is not None
     public = {n for n in vars(cnnlab.data) if not n.startswith("_")}
-    modules = {"datasets", "digits", "download", "export", "folders", "idx", "split",
-               "transforms", "viz",
+    modules = {"datasets", "digits", "download", "export", "folders", "idx", "qmnist", "robust",
+               "split", "transforms", "viz",
                "Any"}
     assert public - modules <= set(names)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -67,9 +69,9 @@ def test_writer_partition_holds_whole_writers() -> None:
 
 def test_writer_partition_on_the_qmnist_labels() -> None:
     from cnnlab.data.qmnist import load_writers
-    from conftest import REPO_ROOT
 
-    for where in (REPO_ROOT / "data", REPO_ROOT.parent / "shared" / "data"):
+    repo_root = Path(__file__).resolve().parents[2]
+    for where in (repo_root / "data", repo_root.parent / "shared" / "data"):
         try:
             labels = load_writers("train", data_dir=where)
             break
