@@ -8,12 +8,12 @@ The commands are read from README.md's fenced code blocks at test time: a traili
 - it must be shell-literal: ``[--json]`` is man-page notation that a shell hands to cnnlab
   as an argument, so a README line that uses it does not work when pasted;
 - it runs for real, in process through :func:`cnnlab.cli.main.main`, in README order, in
-  one shared temporary working directory laid out like the repository root (``data/mnist``
-  and ``examples`` link to the repository's), with the per-verb overrides of :data:`TINY`
-  appended so each run takes seconds. ``[optional]`` parts are included in that run, and
-  both with and without them must parse. Marked ``slow``: the 35-odd runs took about two minutes
-  on the shared 2-core machine (``make test-all`` runs them; the rest of this file, under a
-  second, always runs). Later commands
+  one shared temporary working directory laid out like the repository root (``data/mnist``,
+  ``data/qmnist`` and ``examples`` link to the repository's), with the per-verb overrides of
+  :data:`TINY` appended so each run takes seconds. ``[optional]`` parts are included in that
+  run, and both with and without them must parse. Marked ``slow``: the 35-odd runs took about
+  two minutes on the shared 2-core machine (``make test-all`` runs them; the rest of this
+  file, under a second, always runs). Later commands
   use earlier ones' outputs (``runs/fast``), so run the whole file, not a ``-k`` subset.
 
 A command that cannot run here is in :data:`PARSE_ONLY`, with the reason. A line that fails
@@ -78,6 +78,8 @@ STAND_INS = {"digit.png": "examples/digits/digit7_paper.png"}
 PARSE_ONLY: dict[str, str] = {
     "serve": "blocks until killed (tests/serve runs the service on a real loopback server); "
              "the workdir fixture stands in for it and the README's curl requests",
+    "serve --allow-reload-path": "blocks until killed, like `serve` (tests/serve/"
+                                 "test_hardening.py covers path reloads)",
     "finetune alexnet --train-dir photos/ --strategy linear --out runs/ft-alexnet":
         "photos/ stands for the reader's own images, and alexnet's ImageNet weights would "
         "be downloaded",
@@ -285,7 +287,8 @@ def test_readme_command_is_shell_literal(cmd: ReadmeCommand):
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A working directory laid out like the repository root, shared by the commands in README
-    order: data/mnist and examples link to the repository's; data/ itself is a real directory,
+    order: data/mnist, data/qmnist and examples link to the repository's; data/ itself is a real
+    directory,
     so `cnnlab data export ... --out data/sklearn-digits` writes here, not into the checkout.
     """
     if not (REPO_ROOT / "data" / "mnist").is_dir():
@@ -293,6 +296,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("readme")
     (root / "data").mkdir()
     (root / "data" / "mnist").symlink_to(REPO_ROOT / "data" / "mnist")
+    (root / "data" / "qmnist").symlink_to(REPO_ROOT / "data" / "qmnist")
     (root / "examples").symlink_to(REPO_ROOT / "examples")
     for name, source in STAND_INS.items():
         shutil.copy(REPO_ROOT / source, root / name)
