@@ -29,6 +29,7 @@ __all__ = [
     "MODELS",
     "Classifier",
     "InputSpec",
+    "PooledClassifier",
     "build_config",
     "check_bool",
     "check_choice",
@@ -205,6 +206,32 @@ class TorchvisionLayoutClassifier(Classifier):
         head = self.classifier[6]
         assert isinstance(head, nn.Linear)  # every subclass builds its head there
         self.classifier[6] = new_head(head, num_classes)  # same key
+        self.num_classes = num_classes
+
+
+class PooledClassifier(Classifier):
+    """``features`` -> global average pool -> dropout -> ``fc``: the head of the densenet,
+    inception and mobilenet families. A subclass builds ``features`` and calls
+    :meth:`_pooled_head` with the channels it ends with."""
+
+    features: nn.Module
+
+    def _pooled_head(self, channels: int, num_classes: int, dropout: float) -> None:
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.num_features = channels
+        self.drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.flatten(self.pool(self.features(x)))  # (B, num_features)
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(features)
+        return x if pre_logits else self.fc(x)  # (B, num_classes)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.fc = new_head(self.fc, num_classes)
         self.num_classes = num_classes
 
 

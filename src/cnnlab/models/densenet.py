@@ -33,8 +33,8 @@ from torch import nn
 
 from cnnlab.errors import ConfigError
 from cnnlab.models.base import (
-    Classifier,
     InputSpec,
+    PooledClassifier,
     build_config,
     check_bool,
     check_dropout,
@@ -43,7 +43,6 @@ from cnnlab.models.base import (
     check_widths,
     default_input_spec,
     init_weights,
-    new_head,
     register_model,
 )
 
@@ -110,7 +109,7 @@ class Transition(nn.Sequential):
         ))
 
 
-class DenseNet(Classifier):
+class DenseNet(PooledClassifier):
     """Stem, dense blocks with transitions between them, BN-ReLU, global pool, dropout, linear.
 
     ``forward_features`` returns the pooled features ``(N, channels of the last block)``."""
@@ -136,24 +135,9 @@ class DenseNet(Classifier):
                 channels = out
         layers.update(norm=nn.BatchNorm2d(channels), act=nn.ReLU())
         self.features = nn.Sequential(layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.num_features = channels
-        self.drop = nn.Dropout(config.dropout)
-        self.fc = nn.Linear(channels, num_classes)
+        # features (B, 84, 7, 7) for `densenet` at 28x28, pooled to (B, 84)
+        self._pooled_head(channels, num_classes, config.dropout)
         self.apply(init_weights)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)  # (B, 84, 7, 7) for `densenet` at 28x28
-        return self.flatten(self.pool(x))  # (B, 84)
-
-    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(features)  # (B, 84)
-        return x if pre_logits else self.fc(x)  # (B, num_classes)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = new_head(self.fc, num_classes)
-        self.num_classes = num_classes
 
 
 def _create(name: str, in_channels: int, num_classes: int, input_size: tuple[int, int],

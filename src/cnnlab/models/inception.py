@@ -40,8 +40,8 @@ from torch import nn
 
 from cnnlab.errors import ConfigError
 from cnnlab.models.base import (
-    Classifier,
     InputSpec,
+    PooledClassifier,
     build_config,
     check_bool,
     check_dropout,
@@ -49,7 +49,6 @@ from cnnlab.models.base import (
     check_widths,
     default_input_spec,
     init_weights,
-    new_head,
     register_model,
 )
 
@@ -111,7 +110,7 @@ class Reduction(nn.Module):
         return torch.cat([self.conv(x), self.pool(x)], dim=1)  # (B, width, ceil(H/2), ceil(W/2))
 
 
-class Inception(Classifier):
+class Inception(PooledClassifier):
     """Stem, stages of a reduction plus inception blocks, global average pool, dropout, linear.
 
     ``forward_features`` returns the pooled features ``(N, widths[-1])``."""
@@ -131,24 +130,9 @@ class Inception(Classifier):
             layers[f"stage{i + 1}"] = nn.Sequential(*stage)
             in_channels = width
         self.features = nn.Sequential(layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.num_features = in_channels
-        self.drop = nn.Dropout(config.dropout)
-        self.fc = nn.Linear(in_channels, num_classes)
+        # features (B, 128, 7, 7) for `inception` at 28x28, pooled to (B, 128)
+        self._pooled_head(in_channels, num_classes, config.dropout)
         self.apply(init_weights)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)  # (B, 128, 7, 7) for `inception` at 28x28
-        return self.flatten(self.pool(x))  # (B, 128)
-
-    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(features)  # (B, 128)
-        return x if pre_logits else self.fc(x)  # (B, num_classes)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = new_head(self.fc, num_classes)
-        self.num_classes = num_classes
 
 
 def _create(name: str, in_channels: int, num_classes: int, input_size: tuple[int, int],

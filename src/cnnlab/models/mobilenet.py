@@ -38,8 +38,8 @@ from torch import nn
 
 from cnnlab.errors import ConfigError
 from cnnlab.models.base import (
-    Classifier,
     InputSpec,
+    PooledClassifier,
     build_config,
     check_choice,
     check_dropout,
@@ -49,7 +49,6 @@ from cnnlab.models.base import (
     check_widths,
     default_input_spec,
     init_weights,
-    new_head,
     register_model,
 )
 
@@ -135,7 +134,7 @@ class InvertedResidual(nn.Module):
         return x + y if self.residual else y
 
 
-class MobileNet(Classifier):
+class MobileNet(PooledClassifier):
     """Stem, stages of inverted residual blocks, a 1x1 conv, global pool, dropout, linear.
 
     ``forward_features`` returns the pooled features ``(N, head_width)`` (or the last stage's
@@ -169,24 +168,9 @@ class MobileNet(Classifier):
             layers["last"] = ConvBNAct(channels, head, 1, act=act)
             channels = head
         self.features = nn.Sequential(layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.num_features = channels
-        self.drop = nn.Dropout(config.dropout)
-        self.fc = nn.Linear(channels, num_classes)
+        # features (B, 128, 7, 7) for `mobilenet` at 28x28, pooled to (B, 128)
+        self._pooled_head(channels, num_classes, config.dropout)
         self.apply(init_weights)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)  # (B, 128, 7, 7) for `mobilenet` at 28x28
-        return self.flatten(self.pool(x))  # (B, 128)
-
-    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(features)  # (B, 128)
-        return x if pre_logits else self.fc(x)  # (B, num_classes)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = new_head(self.fc, num_classes)
-        self.num_classes = num_classes
 
 
 def _create(name: str, in_channels: int, num_classes: int, input_size: tuple[int, int],
