@@ -47,6 +47,26 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "widths 12/24/48, batch 256, lr 8e-3": {"model": {"widths": [12, 24, 48]},
                                             "train": {"batch_size": 256},
                                             "optim": {"lr": 8e-3}},
+    "batch 512, lr 1.2e-2": {"train": {"batch_size": 512}, "optim": {"lr": 1.2e-2}},
+    # pool before BN and ReLU: the same weights and convs, a quarter of the BN/ReLU pixels
+    "pool first": {"model": {"pool_first": True}},
+    "pool first, batch 256, lr 8e-3": {"model": {"pool_first": True},
+                                       "train": {"batch_size": 256}, "optim": {"lr": 8e-3}},
+    "pool first, batch 512, lr 1.2e-2": {"model": {"pool_first": True},
+                                         "train": {"batch_size": 512}, "optim": {"lr": 1.2e-2}},
+    "pool first, batch 256, lr 8e-3, 45k images": {"model": {"pool_first": True},
+                                                   "train": {"batch_size": 256},
+                                                   "optim": {"lr": 8e-3},
+                                                   "data": {"limit": 45_000}},
+    # second round, from the pool-first recipe: fewer images, and a narrower last stage
+    # (channels kept multiples of 16: 12/24/48 ran slower than 16/32/64 in the first round)
+    "pool first, 45k images": {"model": {"pool_first": True}, "data": {"limit": 45_000}},
+    "pool first, 50k images": {"model": {"pool_first": True}, "data": {"limit": 50_000}},
+    "pool first, widths 16/32/48": {"model": {"pool_first": True, "widths": [16, 32, 48]}},
+    "pool first, widths 16/32/32": {"model": {"pool_first": True, "widths": [16, 32, 32]}},
+    "pool first, widths 16/32/48, 45k images": {"model": {"pool_first": True,
+                                                          "widths": [16, 32, 48]},
+                                                "data": {"limit": 45_000}},
 }
 VAL_FRACTION = 5000 / 60000
 

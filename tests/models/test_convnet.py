@@ -87,3 +87,22 @@ def test_width_residual_and_batch_norm() -> None:
 def test_invalid_search_knobs(kwargs, message) -> None:
     with pytest.raises(ConfigError, match=message):
         create_model("convnet", **kwargs)
+
+
+def test_pool_first_pools_before_bn_and_relu() -> None:
+    plain, first = create_model("convnet"), create_model("convnet", pool_first=True)
+    assert summarize(first).total_params == summarize(plain).total_params  # the same weights
+    first.load_state_dict(plain.state_dict())
+    x = torch.randn(4, 1, 28, 28)
+    assert first(x).shape == (4, 10)
+    stem_plain, stem_first = plain.features[0].eval(), first.features[0].eval()
+    conv = stem_first.conv(x)
+    pooled = torch.nn.functional.max_pool2d(conv, 2)
+    assert torch.allclose(stem_first(x), torch.relu(stem_first.bn(pooled)))
+    assert stem_first.pool_first and not stem_plain.pool_first
+    assert not first.features[2].pool_first  # the last stage does not pool: nothing moves
+    with pytest.raises(ConfigError, match="'pool_first' parameter of model 'convnet'"):
+        create_model("convnet", pool_first="yes")
+    # with skips the shortcut is pooled alike
+    res = create_model("convnet", width=8, depth=6, residual=True, pool_first=True)
+    assert res(x).shape == (4, 10)

@@ -17,7 +17,8 @@ search turns: ``depth`` (weighted layers: the convs plus the linear head, spread
 stages, later stages first: depth 5 -> 1/1/2 convs, 10 -> 3/3/3, 15 -> 4/5/5), ``width``
 (channels of the first stage, doubled per stage), ``kernel_size``, ``residual`` (a skip
 connection around every conv after the stem; a 1x1 projection where the width changes),
-``batch_norm`` and ``dropout``.
+``batch_norm`` and ``dropout``. ``pool_first`` pools right after each pooled stage's conv,
+before its BN and ReLU, which then see a quarter of the pixels.
 """
 
 from __future__ import annotations
@@ -58,14 +59,19 @@ class ConvNetConfig:
     width: int | None = None  # instead of widths: width, 2 * width, 4 * width, ...
     residual: bool = False  # skip connections around every conv after the stem
     batch_norm: bool = True  # BN after every conv (without it the convs get a bias)
+    # pool right after the conv, before BN and ReLU (as the fast CIFAR-10 nets of hlb-cifar10
+    # and airbench do): BN and ReLU then see a quarter of the pixels (bench_fast_search.py)
+    pool_first: bool = False
 
 
 class ConvBlock(nn.Module):
-    """conv kxk -> BN -> (+ shortcut) -> ReLU -> optional 2x2 max pool."""
+    """conv kxk -> BN -> (+ shortcut) -> ReLU -> optional 2x2 max pool; with ``pool_first``
+    conv kxk -> pool -> BN -> (+ pooled shortcut) -> ReLU."""
 
     def __init__(self, in_channels: int, out_channels: int, k: int, *, batch_norm: bool,
-                 residual: bool, pool: bool) -> None:
+                 residual: bool, pool: bool, pool_first: bool = False) -> None:
         super().__init__()
+        self.pool_first = pool_first and pool
         self.conv = nn.Conv2d(in_channels, out_channels, k, padding=k // 2, bias=not batch_norm)
         self.bn = nn.BatchNorm2d(out_channels) if batch_norm else nn.Identity()
         self.shortcut: nn.Module | None = None
@@ -76,6 +82,12 @@ class ConvBlock(nn.Module):
         self.pool = nn.MaxPool2d(2) if pool else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool_first:
+            assert self.pool is not None
+            y = self.bn(self.pool(self.conv(x)))
+            if self.shortcut is not None:
+                y = y + self.pool(self.shortcut(x))
+            return self.act(y)
         y = self.bn(self.conv(x))
         if self.shortcut is not None:
             y = y + self.shortcut(x)
@@ -122,7 +134,7 @@ class ConvNet(Classifier):
                 layers.append(ConvBlock(in_channels, width, config.kernel_size,
                                         batch_norm=config.batch_norm,
                                         residual=config.residual and bool(layers),
-                                        pool=pool and last))
+                                        pool=pool and last, pool_first=config.pool_first))
                 in_channels = width
             if pool:
                 h, w = h // 2, w // 2
@@ -179,7 +191,7 @@ def _create(name: str, in_channels: int, num_classes: int, input_size: tuple[int
     check_dropout(name, config.dropout)
     if config.depth is not None:
         convs_for_depth(config.depth, len(widths))
-    for flag in ("residual", "batch_norm"):
+    for flag in ("residual", "batch_norm", "pool_first"):
         if not isinstance(getattr(config, flag), bool):
             raise ConfigError(
                 f"The {flag!r} parameter of model {name!r} must be true or false. "
@@ -187,7 +199,8 @@ def _create(name: str, in_channels: int, num_classes: int, input_size: tuple[int
             )
     config = ConvNetConfig(widths=widths, pools=pools, kernel_size=config.kernel_size,
                            dropout=config.dropout, depth=config.depth, width=config.width,
-                           residual=config.residual, batch_norm=config.batch_norm)
+                           residual=config.residual, batch_norm=config.batch_norm,
+                           pool_first=config.pool_first)
     return ConvNet(default_input_spec(in_channels, input_size), num_classes, config)
 
 
