@@ -71,3 +71,33 @@ def test_bad_input_and_settings_are_refused():
         RobustAugmentConfig(p=1.5)
     with pytest.raises(ConfigError, match="'blur_sigma' parameter"):
         RobustAugmentConfig(blur_sigma=float("nan"))
+
+
+def test_occlusion_inverts_a_band_or_its_outside_or_erases_an_edge():
+    aug = _augment(p=1.0, affine=AugmentConfig())
+    pixels = torch.full((64, 1, 28, 28), 0.25)
+    PX = 1 / 28 + 1e-6  # bands are whole pixels
+    for u, kind in ((0.1, "band"), (0.45, "outside"), (0.8, "edge")):
+        out = aug._occlusion(pixels, torch.full((64,), u), torch.Generator().manual_seed(0))
+        changed = (out - pixels).abs() > 1e-6  # (B, 1, H, W)
+        share = changed.flatten(1).float().mean(1)
+        if kind == "edge":
+            assert torch.allclose(out[changed], torch.zeros(())), kind  # erased to paper
+            assert ((share >= 0.1 - PX) & (share <= 0.35 + PX)).all(), kind  # 10-35 %
+        else:
+            assert torch.allclose(out[changed], torch.full((), 0.75)), kind  # 1 - 0.25
+            band = share if kind == "band" else 1 - share
+            assert ((band >= 0.2 - PX) & (band <= 0.6 + PX)).all(), kind  # 20-60 %
+        # whole rows or whole columns, never a patch
+        m = changed[:, 0]
+        whole = (m.all(1) | ~m.any(1)).all(1) | (m.all(2) | ~m.any(2)).all(1)
+        assert whole.all(), kind
+
+
+def test_occlusion_can_be_switched_off():
+    x = _batch()
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    on = _augment(p=1.0, affine=AugmentConfig())
+    off = RobustAugment(BatchAugment(AugmentConfig(), MEAN, STD),
+                        RobustAugmentConfig(p=1.0, occlusion=False))
+    assert not torch.allclose(on(x, generator=gen()), off(x, generator=gen()))

@@ -10,7 +10,10 @@ of :class:`~cnnlab.data.transforms.BatchAugment` (rotation, scale, shear, shift)
   blur alike);
 - stray strokes: one line across the image, solid or dotted, of random position, angle,
   width and brightness;
-- noise: Gaussian, salt-and-pepper, or a smooth bright haze (a coarse random field upsampled).
+- noise: Gaussian, salt-and-pepper, or a smooth bright haze (a coarse random field upsampled);
+- occlusion (``occlusion``, on by default): part of the image inverted (a band of rows or
+  columns, or everything outside such a band: dark margins and polarity flips of scans) or a
+  band at one edge erased (a digit partly cut off by the page's edge).
 
 The families and ranges are ours, drawn per sample from continuous ranges; none reuses the
 test-time corruptions' exact parameters (MNIST-C's severities, kernels or seeds), so a
@@ -48,6 +51,7 @@ class RobustAugmentConfig:
     haze: float = 0.6  # smooth haze: the maximum peak brightness
     blur_sigma: float = 1.5  # blur: sigma along each axis drawn from [0.3, blur_sigma] pixels
     stroke_width: float = 2.0  # stray strokes: half-width drawn from [0.5, stroke_width] pixels
+    occlusion: bool = True  # the fifth family: inverted bands and erased edges
 
     def __post_init__(self) -> None:
         for name in ("p", "noise_std", "salt_pepper", "haze"):
@@ -95,12 +99,17 @@ class RobustAugment:
         std = _per_channel(self.affine.std, c, "std").to(x.device, x.dtype)
         pixels = (x * std + mean).clamp(0, 1)  # (B, C, H, W) on [0, 1]
         # which samples each family hits, and one uniform per sample for its choices
-        u = torch.rand(b, 8, generator=generator, device=x.device, dtype=x.dtype)
-        hit = u[:, :4] < self.config.p  # (B, 4): morphology, blur, strokes, noise
-        steps = (self._morphology, self._blur, self._strokes, self._noise)
+        steps = [self._morphology, self._blur, self._strokes, self._noise]
+        if self.config.occlusion:
+            steps.append(self._occlusion)
+        # without occlusion the draws are those of the four-family version, so a run trained
+        # before the fifth family existed is reproduced exactly by occlusion = False
+        n = len(steps)
+        u = torch.rand(b, 2 * n, generator=generator, device=x.device, dtype=x.dtype)
+        hit = u[:, :n] < self.config.p  # (B, n): morphology, blur, strokes, noise, occlusion
         for k, step in enumerate(steps):
             if bool(hit[:, k].any()):
-                changed = step(pixels, u[:, 4 + k], generator)
+                changed = step(pixels, u[:, n + k], generator)
                 pixels = torch.where(hit[:, k].view(b, 1, 1, 1), changed, pixels)
         return (pixels.clamp(0, 1) - mean) / std
 
@@ -167,6 +176,29 @@ class RobustAugment:
         hazy = x + cfg.haze * strength * field * (1 - x)
         kind = u.view(b, 1, 1, 1)
         return torch.where(kind < 0.4, gauss, torch.where(kind < 0.7, peppered, hazy))
+
+    def _occlusion(self, x: torch.Tensor, u: torch.Tensor,
+                   generator: torch.Generator | None) -> torch.Tensor:
+        """Inverted inside a random band (u < 0.3) or outside it (< 0.6), along rows or
+        columns, the band 20-60 % of the side; else one edge (a random side) erased over 10-35 %
+        of the side."""
+        b, _, h, w = x.shape
+        r = torch.rand(b, 4, generator=generator, device=x.device, dtype=x.dtype)
+        along_rows = (r[:, 0] < 0.5).view(b, 1, 1, 1)
+        rows = torch.arange(h, dtype=x.dtype, device=x.device).view(1, 1, h, 1) / h
+        cols = torch.arange(w, dtype=x.dtype, device=x.device).view(1, 1, 1, w) / w
+        pos = torch.where(along_rows, rows, cols)  # (B, 1, H, W): 0 to 1 across the bands
+        width = (0.2 + 0.4 * r[:, 1]).view(b, 1, 1, 1)
+        start = (r[:, 2].view(b, 1, 1, 1) * (1 - width))
+        inside = (pos >= start) & (pos < start + width)
+        kind = u.view(b, 1, 1, 1)
+        invert = torch.where(kind < 0.3, inside, ~inside)
+        inverted = torch.where(invert, 1 - x, x)
+        depth = (0.1 + 0.25 * r[:, 3]).view(b, 1, 1, 1)
+        from_end = ((kind - 0.6) / 0.4) >= 0.5  # which end of the axis (rows or columns) is cut
+        cut = torch.where(from_end, pos >= 1 - depth, pos < depth)
+        erased = torch.where(cut, torch.zeros_like(x), x)
+        return torch.where(kind < 0.6, inverted, erased)
 
 
 def _gaussian_matrices(n: int, sigmas: torch.Tensor) -> torch.Tensor:

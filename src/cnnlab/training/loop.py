@@ -433,7 +433,8 @@ def _setup(cfg: Config, data: PreparedData, device: torch.device, amp: bool,
     affine = BatchAugment(augment_cfg, data.mean, data.std) if augment_cfg is not None else None
     augment: BatchAugment | RobustAugment | None = affine
     if affine is not None and cfg.data.augment.kind == "robust":  # noise, blur, morphology
-        augment = RobustAugment(affine, RobustAugmentConfig(p=cfg.data.augment.robust_p))
+        augment = RobustAugment(affine, RobustAugmentConfig(
+            p=cfg.data.augment.robust_p, occlusion=cfg.data.augment.robust_occlusion))
     return Trainer(model=model, optimizer=optimizer, scheduler=scheduler, sched_when=sched_when,
                    ema=ema, scaler=scaler, augment=augment,
                    criterion=nn.CrossEntropyLoss(label_smoothing=t.label_smoothing),
