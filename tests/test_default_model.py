@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -23,14 +24,20 @@ def test_the_default_model_is_small_and_documented() -> None:
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["test_accuracy"] >= 0.99
     card = (folder / "MODEL_CARD.md").read_text()
-    assert "cnnlab train --recipe default" in card and "seed" in card
+    # the card's command is the recorded recipe: the robust one, without occlusion
+    recipe = tomllib.loads((folder / "config.toml").read_text())["recipe"]
+    assert recipe == "robust"
+    assert (f"cnnlab train --recipe {recipe} --epochs 20 --set "
+            "data.augment.robust_occlusion=false") in card and "seed" in card
+    assert "Mean corruption accuracy (MNIST-C)" in card  # the robustness rows
 
 
 def test_default_names_it_everywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     model = cnnlab.load("default")
     assert model.classes == [str(k) for k in range(10)]
-    assert model.config["recipe"] == "default"
+    assert model.config["recipe"] == "robust"
+    assert model.config["data"]["augment"]["robust_occlusion"] is False
     digits = sorted((REPO / "examples" / "digits").glob("*.png"))
     preds = model.predict(digits)
     truth = [p.name[len("digit")] for p in digits]
