@@ -44,6 +44,10 @@ def main() -> None:
     parser.add_argument("--local-epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--momentum", type=float, default=0.0)
+    parser.add_argument("--workers", type=int, default=0,
+                        help="clients training at once (0: one per core); 1 to run two "
+                             "benchmarks side by side, a core each")
     parser.add_argument("--model", default="paper-cnn")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--seed", type=int, default=0)
@@ -69,12 +73,13 @@ def main() -> None:
                 out=str(work / f"{name}-{strategy}"), data_dir=args.data_dir,
                 clients=args.clients, partition=partition, rounds=args.rounds or budget,
                 strategy=strategy, local_epochs=args.local_epochs, fraction=args.fraction,
-                batch_size=args.batch_size, lr=args.lr, model=args.model, seed=args.seed,
+                batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                model=args.model, seed=args.seed,
                 target_accuracy=args.target, stop_at_target=True,
                 time_budget_s=args.time_budget_min * 60)
             load_before = os.getloadavg()
             t0 = time.perf_counter()
-            m = simulate(s, overwrite=True, progress=False)
+            m = simulate(s, workers=args.workers or None, overwrite=True, progress=False)
             results.append({
                 "scenario": name, "partition": partition, "strategy": strategy,
                 "round_budget": budget, "rounds_run": m["rounds_run"],
@@ -92,7 +97,8 @@ def main() -> None:
         "benchmark": "federated", "machine": machine(),
         "settings": {"clients": args.clients, "fraction": args.fraction,
                      "local_epochs": args.local_epochs, "batch_size": args.batch_size,
-                     "lr": args.lr, "model": args.model, "seed": args.seed,
+                     "lr": args.lr, "momentum": args.momentum, "model": args.model,
+                     "seed": args.seed,
                      "target": args.target},
         "results": results}, indent=1))
 
