@@ -34,6 +34,14 @@ from _common import machine
 SCENARIOS = {"iid": ("iid", 20), "shards": ("shards:2", 200), "writer": ("writer", 200)}
 
 
+def _curve(rounds_csv: Path, column: str) -> list[float]:
+    """One column of a run's rounds.csv, rounds 1.. (round 0 is the initial model)."""
+    import csv
+
+    rows = list(csv.DictReader(rounds_csv.read_text().splitlines()))
+    return [round(float(r[column]), 4) for r in rows if int(r["round"]) > 0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", default="iid")
@@ -49,6 +57,10 @@ def main() -> None:
                         help="clients training at once (0: one per core); 1 to run two "
                              "benchmarks side by side, a core each")
     parser.add_argument("--model", default="paper-cnn")
+    parser.add_argument("--model-arg", action="append", default=[], dest="model_args",
+                        metavar="KEY=VALUE",
+                        help="a model hyperparameter (repeatable); kernel_size=5 and hidden=512 "
+                             "make paper-cnn McMahan et al.'s CNN (1,663,370 parameters)")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--target", type=float, default=0.99)
@@ -61,9 +73,11 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("cnnlab").setLevel(logging.INFO)  # one line per round, on stderr
 
+    from cnnlab.config import parse_set
     from cnnlab.federated import FederatedSettings
     from cnnlab.federated.simulate import simulate
 
+    model_kwargs = parse_set(args.model_args)
     work = Path(args.out or tempfile.mkdtemp(prefix="bench-federated-"))
     results = []
     for name in args.scenarios.split(","):
@@ -74,7 +88,7 @@ def main() -> None:
                 clients=args.clients, partition=partition, rounds=args.rounds or budget,
                 strategy=strategy, local_epochs=args.local_epochs, fraction=args.fraction,
                 batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                model=args.model, seed=args.seed,
+                model=args.model, model_kwargs=model_kwargs, seed=args.seed,
                 target_accuracy=args.target, stop_at_target=True,
                 time_budget_s=args.time_budget_min * 60)
             load_before = os.getloadavg()
@@ -90,7 +104,10 @@ def main() -> None:
                 "best_val_round": m.get("best_val_round"),
                 "wall_s": round(time.perf_counter() - t0, 1),
                 "stopped_by_time_budget": m.get("stopped_by_time_budget", False),
-                "bytes_sent": m["bytes_sent"], "loadavg_before": load_before,
+                "bytes_sent": m["bytes_sent"],
+                "test_accuracy_by_round": _curve(Path(s.out) / "rounds.csv", "test_accuracy"),
+                "val_accuracy_by_round": _curve(Path(s.out) / "rounds.csv", "val_accuracy"),
+                "loadavg_before": load_before,
                 "loadavg_after": os.getloadavg(), "run_dir": s.out})
             print(json.dumps(results[-1]), file=sys.stderr)
     print(json.dumps({
@@ -98,7 +115,7 @@ def main() -> None:
         "settings": {"clients": args.clients, "fraction": args.fraction,
                      "local_epochs": args.local_epochs, "batch_size": args.batch_size,
                      "lr": args.lr, "momentum": args.momentum, "model": args.model,
-                     "seed": args.seed,
+                     "model_kwargs": model_kwargs, "seed": args.seed,
                      "target": args.target},
         "results": results}, indent=1))
 

@@ -27,7 +27,7 @@ def test_simulate_writes_a_run_that_loads_and_reports_its_privacy(mnist_dir: Pat
     run = subprocess.run(
         [sys.executable, "-m", "cnnlab.cli.main", "federated", "simulate", *TINY,
          "--data-dir", str(mnist_dir.parent), "--dp", "server", "--noise-multiplier", "0.3",
-         "--clipping-norm", "5", "--out", str(out), "--json"],
+         "--clipping-norm", "5", "--model-arg", "hidden=24", "--out", str(out), "--json"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     m = json.loads(run.stdout)
@@ -54,6 +54,10 @@ def test_simulate_writes_a_run_that_loads_and_reports_its_privacy(mnist_dir: Pat
     assert model.classes == [str(k) for k in range(10)]
     assert model.predict([make_png()])[0].label in model.classes
     params = sum(p.numel() for p in model.classifier.parameters())
+    from cnnlab.models import create_model
+
+    assert params == sum(p.numel() for p in create_model("paper-cnn-tiny", hidden=24).parameters())
+    assert params != sum(p.numel() for p in create_model("paper-cnn-tiny").parameters())
     assert int(rows[1]["bytes_up"]) == 3 * 4 * params  # float32 arrays of 3 clients
 
     # the budget is Flower's RDP accountant's for 2 releases at this noise
@@ -83,6 +87,10 @@ def test_simulate_writes_a_run_that_loads_and_reports_its_privacy(mnist_dir: Pat
     (["--rounds", "0"], "The '--rounds' option must be an integer in [1, 100000]"),
     (["--lr", "nan"], "The '--lr' option must be a finite number"),
     (["--model", "lenet"], "did you mean 'lenet5'"),
+    (["--model-arg", "hiden=5"], "unknown keyword argument 'hiden'; did you mean 'hidden'?"),
+    (["--model-arg", "hidden"], "--model-arg takes KEY=VALUE with a plain key"),
+    (["--model-arg", "model.hidden=5"], "--model-arg takes KEY=VALUE with a plain key"),
+    (["--model-arg", "kernel_size=4"], "'kernel_size' parameter of model 'paper-cnn' must be"),
 ])
 def test_bad_options_fail_before_anything_runs(args: list[str], message: str,
                                                capsys: pytest.CaptureFixture[str]) -> None:

@@ -41,6 +41,11 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--model", default=_D["model"],
                    help=f"model (default: {_D['model']}; see `cnnlab models`)")
+    g.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   dest="model_args",
+                   help="a model hyperparameter (repeatable), as train's --set model.KEY=VALUE: "
+                        "--model-arg kernel_size=5 --model-arg hidden=512 is McMahan et al.'s "
+                        "CNN")
     g.add_argument("--rounds", type=int, default=_D["rounds"],
                    help=f"federated rounds (default: {_D['rounds']})")
     g.add_argument("--strategy", default=_D["strategy"],
@@ -163,13 +168,27 @@ def _settings(args: argparse.Namespace, **extra: Any) -> FederatedSettings:
 
 
 def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(model=args.model, rounds=args.rounds, strategy=args.strategy,
+    return dict(model=args.model, model_kwargs=_model_kwargs(args.model_args),
+                rounds=args.rounds, strategy=args.strategy,
                 proximal_mu=args.proximal_mu, fraction=args.fraction,
                 local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr,
                 momentum=args.momentum, target_accuracy=args.target,
                 stop_at_target=args.stop_at_target, round_timeout=args.round_timeout,
                 dp=args.dp, noise_multiplier=args.noise_multiplier,
                 clipping_norm=args.clipping_norm, delta=args.delta)
+
+
+def _model_kwargs(items: list[str]) -> dict[str, Any]:
+    """``["kernel_size=5"]`` -> ``{"kernel_size": 5}``; values parse as TOML, as --set's do."""
+    from cnnlab.config import parse_set
+    from cnnlab.errors import ConfigError
+
+    for item in items:
+        key, sep, _ = item.partition("=")
+        if not sep or not key.strip() or "." in key:
+            raise ConfigError(f"--model-arg takes KEY=VALUE with a plain key, such as "
+                              f"kernel_size=5; got {item!r}")
+    return parse_set(items)
 
 
 def _check_model(s: FederatedSettings) -> None:

@@ -60,7 +60,7 @@ class ConvNetConfig:
     residual: bool = False  # skip connections around every conv after the stem
     batch_norm: bool = True  # BN after every conv (without it the convs get a bias)
     # pool right after the conv, before BN and ReLU (as the fast CIFAR-10 nets of hlb-cifar10
-    # and airbench do): BN and ReLU then see a quarter of the pixels (bench_fast_search.py)
+    # and airbench do): BN and ReLU then see a quarter of the pixels (bench_recipe_search.py)
     pool_first: bool = False
 
 
