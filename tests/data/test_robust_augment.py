@@ -101,3 +101,29 @@ def test_occlusion_can_be_switched_off():
     off = RobustAugment(BatchAugment(AugmentConfig(), MEAN, STD),
                         RobustAugmentConfig(p=1.0, occlusion=False))
     assert not torch.allclose(on(x, generator=gen()), off(x, generator=gen()))
+
+
+def test_left_right_erasing_cuts_only_the_sides_with_the_same_draws():
+    pixels = torch.full((256, 1, 28, 28), 0.25)
+    u = torch.full((256,), 0.8)  # the erased-edge kind for every sample
+    outs = {}
+    for edges in ("all", "left-right"):
+        aug = RobustAugment(BatchAugment(AugmentConfig(), MEAN, STD),
+                            RobustAugmentConfig(p=1.0, erase_edges=edges))
+        outs[edges] = aug._occlusion(pixels, u, torch.Generator().manual_seed(0))
+    erased = {k: (v == 0)[:, 0] for k, v in outs.items()}  # (B, H, W)
+    # all four edges: some samples lose rows (top or bottom), some columns
+    rows_cut = erased["all"].all(2).any(1)
+    assert rows_cut.any() and not rows_cut.all()
+    # left-right: only whole columns, at the left or right edge, never a row
+    assert not erased["left-right"].all(2).any()
+    cols = erased["left-right"].all(1)  # (B, W)
+    assert cols.any(1).all()
+    assert (cols[:, 0] | cols[:, -1]).all()
+    # the same depth as "all" draws for the samples that cut columns there
+    same = ~rows_cut
+    assert torch.equal(erased["all"][same], erased["left-right"][same])
+    # the shares are the same for every sample: the depth draws did not move
+    assert torch.equal(erased["all"].flatten(1).sum(1), erased["left-right"].flatten(1).sum(1))
+    with pytest.raises(ConfigError, match="'erase_edges' parameter"):
+        RobustAugmentConfig(erase_edges="top")

@@ -33,7 +33,9 @@ import torch.nn.functional as F
 from cnnlab.data.transforms import BatchAugment, _check, _per_channel
 from cnnlab.errors import ShapeError
 
-__all__ = ["RobustAugment", "RobustAugmentConfig"]
+__all__ = ["ERASE_EDGES", "RobustAugment", "RobustAugmentConfig"]
+
+ERASE_EDGES = ("all", "left-right")
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,18 @@ class RobustAugmentConfig:
     blur_sigma: float = 1.5  # blur: sigma along each axis drawn from [0.3, blur_sigma] pixels
     stroke_width: float = 2.0  # stray strokes: half-width drawn from [0.5, stroke_width] pixels
     occlusion: bool = True  # the fifth family: inverted bands and erased edges
+    # which edges the occlusion family erases: "all" four, or "left-right" only (a top or
+    # bottom band erased turns a 7 into a 1 that keeps its label; the cropped-page shift cuts
+    # a side)
+    erase_edges: str = "all"
 
     def __post_init__(self) -> None:
         for name in ("p", "noise_std", "salt_pepper", "haze"):
             v = getattr(self, name)
             _check(name, v, isinstance(v, int | float) and math.isfinite(v) and 0 <= v <= 1,
                    "a number in [0, 1]")
+        _check("erase_edges", self.erase_edges, self.erase_edges in ERASE_EDGES,
+               " or ".join(repr(e) for e in ERASE_EDGES))
         for name, low in (("blur_sigma", 0.3), ("stroke_width", 0.5)):
             v = getattr(self, name)
             _check(name, v, isinstance(v, int | float) and math.isfinite(v) and low <= v <= 10,
@@ -181,7 +189,8 @@ class RobustAugment:
                    generator: torch.Generator | None) -> torch.Tensor:
         """Inverted inside a random band (u < 0.3) or outside it (< 0.6), along rows or
         columns, the band 20-60 % of the side; else one edge (a random side) erased over 10-35 %
-        of the side."""
+        of the side (a random one of the four, or of left and right with
+        ``erase_edges="left-right"``: the same random numbers either way)."""
         b, _, h, w = x.shape
         r = torch.rand(b, 4, generator=generator, device=x.device, dtype=x.dtype)
         along_rows = (r[:, 0] < 0.5).view(b, 1, 1, 1)
@@ -196,6 +205,8 @@ class RobustAugment:
         inverted = torch.where(invert, 1 - x, x)
         depth = (0.1 + 0.25 * r[:, 3]).view(b, 1, 1, 1)
         from_end = ((kind - 0.6) / 0.4) >= 0.5  # which end of the axis (rows or columns) is cut
+        if self.config.erase_edges == "left-right":
+            pos = cols.expand_as(pos)
         cut = torch.where(from_end, pos >= 1 - depth, pos < depth)
         erased = torch.where(cut, torch.zeros_like(x), x)
         return torch.where(kind < 0.6, inverted, erased)
