@@ -63,6 +63,9 @@ def main() -> None:
                              "make paper-cnn McMahan et al.'s CNN (1,663,370 parameters)")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-fraction", type=float, default=1 / 12,
+                        help="share of the training split the server holds out (1/12: 5,000 "
+                             "images; McMahan et al. held none out)")
     parser.add_argument("--target", type=float, default=0.99)
     parser.add_argument("--time-budget-min", type=float, default=60.0)
     parser.add_argument("--out", default="")
@@ -89,6 +92,7 @@ def main() -> None:
                 strategy=strategy, local_epochs=args.local_epochs, fraction=args.fraction,
                 batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                 model=args.model, model_kwargs=model_kwargs, seed=args.seed,
+                val_fraction=args.val_fraction,
                 target_accuracy=args.target, stop_at_target=True,
                 time_budget_s=args.time_budget_min * 60)
             load_before = os.getloadavg()
@@ -115,7 +119,8 @@ def main() -> None:
         "settings": {"clients": args.clients, "fraction": args.fraction,
                      "local_epochs": args.local_epochs, "batch_size": args.batch_size,
                      "lr": args.lr, "momentum": args.momentum, "model": args.model,
-                     "model_kwargs": model_kwargs, "seed": args.seed,
+                     "model_kwargs": model_kwargs, "val_fraction": args.val_fraction,
+                     "seed": args.seed,
                      "target": args.target},
         "results": results}, indent=1))
 
