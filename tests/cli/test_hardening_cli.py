@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import random
 import shutil
 from pathlib import Path
 
@@ -107,7 +108,7 @@ def _edited_checkpoint(run_dir: Path, path: Path, **changes: object) -> Path:
 
 @pytest.mark.parametrize("verb", ["predict", "evaluate"])
 @pytest.mark.parametrize("case", ["zero-byte", "fewer-classes", "more-classes", "more-outputs",
-                                  "onnx", "garbage"])
+                                  "onnx", "garbage", "pickle-protocol-5-garbage"])
 def test_bad_checkpoints(case: str, verb: str, run_dir: Path, image: Path, tmp_path: Path,
                          capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "model.pt"
@@ -129,8 +130,9 @@ def test_bad_checkpoints(case: str, verb: str, run_dir: Path, image: Path, tmp_p
         path = tmp_path / "fast.onnx"
         path.write_bytes(b"\x08\x07\x12\x07pytorch")  # an ONNX protobuf's first bytes
         expected = "is an ONNX file, not a cnnlab checkpoint"
-    else:
-        path.write_bytes(os.urandom(512))
+    else:  # seeded; the second starts like a pickle of protocol 5 (torch warns, then fails)
+        garbage = random.Random(0).randbytes(512)
+        path.write_bytes(garbage if case == "garbage" else b"\x80\x05" + garbage)
         expected = "cannot be read"
     argv = [verb, str(path), *([str(image)] if verb == "predict" else ["--data-dir",
                                                                        str(image.parent.parent)])]

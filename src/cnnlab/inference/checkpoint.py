@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import platform
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         )
     _refuse_foreign_file(p)
     try:
-        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # garbage that starts like a pickle of another protocol makes torch warn before it
+            # fails; the error below says what is wrong, in one line
+            warnings.simplefilter("ignore", UserWarning)
+            ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for corrupt or foreign files
         # its first line only: the rest is torch's advice to load with weights_only=False,
         # which would run whatever code the file holds
