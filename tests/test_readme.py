@@ -93,6 +93,8 @@ PARSE_ONLY: dict[str, str] = {
         "--out runs/fed-shards",
         "federated simulate --clients 10 --rounds 10 --fraction 0.5 --dp server "
         "--noise-multiplier 1.0 --clipping-norm 1.0 --out runs/fed-dp",
+        "federated simulate --partition iid --model-arg kernel_size=5 --model-arg hidden=512 "
+        "--lr 0.1 --val-fraction 0.01 --stop-at-target --out runs/fed-mcmahan",
         "evaluate runs/fed-iid",
         "federated server --clients 2 --rounds 3 --out runs/fed-server",
         "federated client --clients 2 --partition-id 0",
