@@ -160,7 +160,7 @@ class AugmentSettings(_Section):
     # robust: the fifth family, inverted bands and erased edges
     # (chosen in benchmarks/bench_robust_training.py --stages occlusion-search)
     robust_occlusion: bool = setting(True)
-    # robust: which edges occlusion erases, all four or left-right only
+    # robust: which edges occlusion erases, all four or left-right only (--stages erase-search)
     robust_erase_edges: str = setting("all", choices=("all", "left-right"))
     rotation: float = setting(10.0, valid=at_least(0))  # max rotation, degrees (+/-)
     scale_min: float = setting(  # random zoom range

@@ -54,9 +54,9 @@ class RobustAugmentConfig:
     blur_sigma: float = 1.5  # blur: sigma along each axis drawn from [0.3, blur_sigma] pixels
     stroke_width: float = 2.0  # stray strokes: half-width drawn from [0.5, stroke_width] pixels
     occlusion: bool = True  # the fifth family: inverted bands and erased edges
-    # which edges the occlusion family erases: "all" four, or "left-right" only (a top or
-    # bottom band erased turns a 7 into a 1 that keeps its label; the cropped-page shift cuts
-    # a side)
+    # which edges the occlusion family erases: "all" four, or "left-right" only (the cropped-
+    # page shift cuts a side); left-right did not read flagged 1s better on validation
+    # (benchmarks/bench_robust_training.py --stages erase-search), so "all" stays
     erase_edges: str = "all"
 
     def __post_init__(self) -> None:
