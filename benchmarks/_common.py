@@ -37,3 +37,21 @@ def digits_and_mnist_model(work: Path, data_dir: str) -> tuple[Path, Path]:
         fit(resolve_config({"data": {"data_dir": data_dir}}, recipe="fast"),
             out_dir=mnist, overwrite=True, progress=False)
     return folder, mnist
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 7) -> float:
+    """The machine's fp32 matmul rate at the current torch thread count: the median GFLOP/s of
+    ``repeats`` ``n x n`` products (after one warm-up)."""
+    import statistics
+    import time
+
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        rates.append(2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return statistics.median(rates)

@@ -26,7 +26,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _common import matmul_peak_gflops  # noqa: E402
 from cnnlab.config import resolve_config  # noqa: E402
 from cnnlab.models.summary import summarize  # noqa: E402
 from cnnlab.training.data import prepare_data  # noqa: E402
@@ -82,17 +83,6 @@ CANDIDATES = {"fast": FAST_CANDIDATES, "default": DEFAULT_CANDIDATES}
 VAL_FRACTION = 5000 / 60000
 
 
-def matmul_peak_gflops(n: int = 1024, repeats: int = 7) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        rates.append(2 * n**3 / (time.perf_counter() - t0) / 1e9)
-    return statistics.median(rates)
-
-
 def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     out = dict(a)
     for k, v in b.items():
@@ -122,7 +112,7 @@ def main() -> None:
     if names[0] != baseline:
         names.insert(0, baseline)  # the baseline every ratio refers to
     load_before = [round(x, 2) for x in os.getloadavg()]
-    peak = matmul_peak_gflops()
+    peak = matmul_peak_gflops(1024)
     runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     macs: dict[str, int] = {}
     for seed in range(args.seeds):

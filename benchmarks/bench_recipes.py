@@ -28,22 +28,13 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _common import matmul_peak_gflops  # noqa: E402
 from cnnlab.config import resolve_config  # noqa: E402
 from cnnlab.models.summary import summarize  # noqa: E402
 from cnnlab.training.data import prepare_data  # noqa: E402
 from cnnlab.training.loop import build_model, fit  # noqa: E402
-
-
-def matmul_peak_gflops(n: int = 2048, repeats: int = 7) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        rates.append(2 * n**3 / (time.perf_counter() - t0) / 1e9)
-    return statistics.median(rates)
 
 
 class ExamplesNet(nn.Module):
