@@ -162,6 +162,9 @@ class AugmentSettings(_Section):
     robust_occlusion: bool = setting(True)
     # robust: which edges occlusion erases, all four or left-right only (--stages erase-search)
     robust_erase_edges: str = setting("all", choices=("all", "left-right"))
+    # robust: the outlines of the morphology family, a band over the stroke or a thin hollow
+    # ring (benchmarks/bench_robust_training.py --stages outline-search)
+    robust_outline: str = setting("band", choices=("band", "thin"))
     rotation: float = setting(10.0, valid=at_least(0))  # max rotation, degrees (+/-)
     scale_min: float = setting(  # random zoom range
         0.9, valid=Check(lambda v, s: 0 < v <= s.scale_max, "> 0 and <= data.augment.scale_max"))
@@ -396,6 +399,23 @@ RECIPES: dict[str, dict[str, Any]] = {
                   "adversarial": {"method": "pgd", "eps": 0.3, "steps": 7, "alpha": 0.1,
                                   "eps_warmup_epochs": 2.0}},
     },
+    # A Vision Transformer trained from scratch in 45 minutes on 2 CPU cores (issue 19): the
+    # `vit` model (49 tokens of width 64, 6 blocks, 4 heads) with a convolutional stem in place
+    # of the 4x4 patch projection (Xiao et al. 2021), the default recipe's augmentation, AdamW
+    # with one-cycle and label smoothing; fp32 (bf16 autocast ran this model at about half the
+    # fp32 speed on the CPU). No EMA: an EMA of this model's weights (0.999, and 0.99 on short
+    # runs) predicted far worse than the weights themselves (36 % on validation after 6
+    # epochs). Settings from the recorded search on validation,
+    # benchmarks/results/vit_search.json.
+    "vit": {
+        "model": {"name": "vit", "stem": "conv"},
+        "data": {"val_fraction": 0.0,
+                 "augment": {"enabled": True, "rotation": 10.0, "scale_min": 0.9,
+                             "scale_max": 1.1, "translate": 0.1, "shear": 8.0}},
+        "optim": {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 5e-2,
+                  "scheduler": "onecycle", "pct_start": 0.2},
+        "train": {"epochs": 36, "batch_size": 128, "label_smoothing": 0.1},
+    },
     # The paper's Table III best values: Adam, lr 0.001, batch 64, 20 epochs, 3x3 filters.
     "paper": {
         "model": {"name": "paper-cnn", "kernel_size": 3},
@@ -411,6 +431,8 @@ RECIPE_HELP: dict[str, str] = {
     "robust": "corruption-robust: the default model with --augment robust (noise, blur, "
               "strokes, occlusion), 30 epochs",
     "adversarial": "L-inf eps 0.3 adversarial robustness: the default model, PGD-7 training",
+    "vit": "a Vision Transformer from scratch: conv stem, 6 blocks of width 64, augmentation, "
+           "AdamW one-cycle, 36 epochs",
 }
 
 

@@ -13,13 +13,18 @@ import torch
 
 from cnnlab.models import MODELS, create_model
 
-TEST_MODELS = [e.name for e in MODELS if e.tags.get("tiny") or e.tags.get("cheap")]
+TEST_MODELS: list[tuple[str, dict]] = [
+    (e.name, {}) for e in MODELS if e.tags.get("tiny") or e.tags.get("cheap")]
+# options that change a family's layers (the `vit` recipe's convolutional stem)
+TEST_MODELS.append(("vit-tiny", {"stem": "conv", "patch_size": 4}))
 
 
-@pytest.mark.parametrize("name", TEST_MODELS)
-def test_onnx_runtime_matches_pytorch(name: str) -> None:
+@pytest.mark.parametrize(("name", "kwargs"), TEST_MODELS,
+                         ids=[n + "".join(f"-{k}={v}" for k, v in kw.items())
+                              for n, kw in TEST_MODELS])
+def test_onnx_runtime_matches_pytorch(name: str, kwargs: dict) -> None:
     torch.manual_seed(0)
-    model = create_model(name).eval()
+    model = create_model(name, **kwargs).eval()
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notes

@@ -8,7 +8,7 @@ import torch
 from cnnlab.errors import ConfigError
 from cnnlab.models import create_model
 from cnnlab.models.summary import summarize
-from cnnlab.models.vit import ClassToken, LearnedPositions, SinusoidalPositions, ViT
+from cnnlab.models.vit import ClassToken, ConvStem, LearnedPositions, SinusoidalPositions, ViT
 
 
 def test_default_mnist_model() -> None:
@@ -70,6 +70,9 @@ def test_summary_counts_attention_and_the_token_parameters() -> None:
         ({"depth": 0}, r"'depth' parameter .* int >= 1"),
         ({"width": 30, "heads": 2, "positions": "sinusoidal"}, r"multiple of 4.*width=32"),
         ({"attn_dropout": 1.0}, r"'attn_dropout' parameter .* \[0, 1\)"),
+        ({"stem": "cnn"}, r"'stem' parameter .* 'patch', 'conv'"),
+        ({"stem": "conv", "patch_size": 7}, r"stem='conv' needs a 'patch_size' that is a power "
+                                            r"of 2.*got patch_size=7. Use one of 2, 4,"),
     ],
 )
 def test_invalid_settings_are_config_errors(kwargs: dict, message: str) -> None:
@@ -82,3 +85,26 @@ def test_other_sizes_and_channels() -> None:
     assert model(torch.randn(2, 3, 14, 21)).shape == (2, 10)
     with pytest.raises(ConfigError, match=r"must divide the input size 30x30"):
         create_model("vit-tiny", input_size=30)
+
+
+def test_conv_stem_makes_the_same_tokens_from_overlapping_views() -> None:
+    x = torch.randn(2, 1, 28, 28)
+    model = create_model("vit", stem="conv").eval()
+    assert isinstance(model.patch_embed, ConvStem)
+    convs = [m for m in model.patch_embed.modules() if isinstance(m, torch.nn.Conv2d)]
+    # log2(4) = 2 stride-2 3x3 convs (1 -> 32 -> 64), then the 1x1 to the width
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in convs] == [
+        (1, 32, (3, 3), (2, 2)), (32, 64, (3, 3), (2, 2)), (64, 64, (1, 1), (1, 1))]
+    assert model.patch_embed(x).shape == (2, 64, 7, 7)  # 49 tokens, as with 4x4 patches
+    assert model(x).shape == (2, 10)
+    # a pixel reaches the tokens of two neighbouring patches (the 3x3 views overlap), which
+    # a 4x4 patch projection never does
+    x2 = x.clone()
+    x2[:, :, 3, 3] += 1.0
+    changed = (model.patch_embed(x2) - model.patch_embed(x)).abs().sum((0, 1)) > 0
+    assert changed.sum() > 1
+    patch = create_model("vit").eval()
+    changed = (patch.patch_embed(x2) - patch.patch_embed(x)).abs().sum((0, 1)) > 0
+    assert changed.sum() == 1
+    s = summarize(model)
+    assert s.total_params == sum(p.numel() for p in model.parameters())

@@ -6,11 +6,16 @@ patch becomes a token of ``width`` numbers, and ``depth`` pre-norm transformer b
 tokens::
 
     patches   conv pxp, stride p (C -> width)        (B, width, H/p, W/p) -> (B, T, width)
+              or, with stem="conv", log2(p) 3x3 stride-2 convs with BN and ReLU, then a 1x1
+              conv (Xiao et al. 2021, "Early convolutions help transformers see better")
     positions + learned or fixed 2-D sinusoidal      (B, T, width)
     [class]   a learned token in front (pooling="cls")  (B, 1 + T, width)
     blocks    depth x (x + attn(ln(x)); x + mlp(ln(x)))
     pool      the class token, or the mean of the patch tokens (pooling="mean")   (B, width)
     head      dropout -> linear                       (B, num_classes)
+
+The convolutional stem makes the same tokens (one per pxp patch) with overlapping 3x3 views
+and a few hundred thousand more multiply-accumulates; the rest of the model is unchanged.
 
 The positions fix the number of tokens, so the model is ``fixed_size``; ``patch_size`` must
 divide the image's height and width and ``heads`` must divide ``width`` (both checked when the
@@ -48,7 +53,7 @@ from cnnlab.models.base import (
     register_model,
 )
 
-__all__ = ["Attend", "Block", "ClassToken", "LearnedPositions", "SelfAttention",
+__all__ = ["Attend", "Block", "ClassToken", "ConvStem", "LearnedPositions", "SelfAttention",
            "SinusoidalPositions", "ViT", "ViTConfig", "sinusoidal_positions_2d"]
 
 
@@ -57,6 +62,7 @@ class ViTConfig:
     """Hyperparameters of :class:`ViT`; the defaults are the ``vit`` MNIST model."""
 
     patch_size: int = 4  # side of the square patches; must divide the image height and width
+    stem: str = "patch"  # "patch": one pxp conv; "conv": 3x3 stride-2 convs (p a power of 2)
     width: int = 64  # numbers per token (nanoGPT's n_embd)
     depth: int = 6  # transformer blocks (n_layer)
     heads: int = 4  # attention heads (n_head); must divide width
@@ -183,6 +189,39 @@ class SinusoidalPositions(nn.Module):
         return x + self.table  # (B, T, C)
 
 
+class ConvStem(nn.Module):
+    """``log2(p)`` 3x3 stride-2 convs with batch norm and ReLU, the channels doubling up to
+    ``width``, then a 1x1 conv to ``width``: a ``p``-times smaller map of overlapping views, in
+    place of the pxp patch projection (Xiao et al. 2021 call the model ViT_C)."""
+
+    def __init__(self, in_channels: int, width: int, patch_size: int) -> None:
+        super().__init__()
+        convs = patch_size.bit_length() - 1  # log2(p): each conv halves the side
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        for i in range(convs):
+            c_out = max(1, width >> (convs - 1 - i))  # ..., width / 2, width
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+                       nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            c_in = c_out
+        layers.append(nn.Conv2d(c_in, width, 1))
+        self.layers = nn.Sequential(*layers)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He initialisation, as a CNN's (torchvision's ResNet), not GPT-2's N(0, 0.02): with
+        batch norm after each conv the weights' scale only sets how fast Adam turns them, and
+        from 0.02 its first steps grew them many times over."""
+        for m in self.layers:
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)  # (B, width, H/p, W/p)
+
+
 class ClassToken(nn.Module):
     """Puts a learned token in front of the sequence; its final state is what the head reads."""
 
@@ -206,7 +245,9 @@ class ViT(Classifier):
         self.config = config
         p, w = config.patch_size, config.width
         rows, cols = input_spec.height // p, input_spec.width // p
-        self.patch_embed = nn.Conv2d(input_spec.channels, w, p, stride=p)
+        self.patch_embed: nn.Module = (nn.Conv2d(input_spec.channels, w, p, stride=p)
+                                       if config.stem == "patch"
+                                       else ConvStem(input_spec.channels, w, p))
         self.positions: nn.Module = (LearnedPositions(rows * cols, w)
                                      if config.positions == "learned"
                                      else SinusoidalPositions(rows, cols, w))
@@ -217,6 +258,8 @@ class ViT(Classifier):
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(w, num_classes)
         self.apply(_init_vit)
+        if isinstance(self.patch_embed, ConvStem):
+            self.patch_embed.reset_parameters()  # a CNN's initialisation for the conv stem
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)  # (B, 64, 7, 7) for `vit` at 28x28
@@ -259,6 +302,7 @@ def _create(name: str, in_channels: int, num_classes: int, input_size: tuple[int
     check_positive_int(name, "depth", config.depth)
     heads = check_positive_int(name, "heads", config.heads)
     check_number(name, "mlp_ratio", config.mlp_ratio, low=0.0, high=64.0, low_open=True)
+    check_choice(name, "stem", config.stem, ("patch", "conv"))
     check_choice(name, "positions", config.positions, ("learned", "sinusoidal"))
     check_choice(name, "pooling", config.pooling, ("cls", "mean"))
     for field in ("attn_dropout", "block_dropout", "dropout"):
@@ -270,6 +314,13 @@ def _create(name: str, in_channels: int, num_classes: int, input_size: tuple[int
             f"The 'patch_size' parameter of model {name!r} must divide the input size "
             f"{h}x{w} (patches tile the image). Got {p} instead; sizes that fit: "
             f"{', '.join(map(str, fits))}."
+        )
+    if config.stem == "conv" and (p < 2 or p & (p - 1)):
+        fits = [2**i for i in range(1, min(h, w).bit_length()) if h % 2**i == 0 == w % 2**i]
+        raise ConfigError(
+            f"model {name!r} with stem='conv' needs a 'patch_size' that is a power of 2 (each "
+            f"stride-2 conv halves the side); got patch_size={p}. Use one of "
+            f"{', '.join(map(str, fits)) or 'none: the input size is odd'}, or stem='patch'."
         )
     if width % heads:
         fits = [d for d in range(1, width + 1) if width % d == 0]
