@@ -127,3 +127,26 @@ def test_left_right_erasing_cuts_only_the_sides_with_the_same_draws():
     assert torch.equal(erased["all"].flatten(1).sum(1), erased["left-right"].flatten(1).sum(1))
     with pytest.raises(ConfigError, match="'erase_edges' parameter"):
         RobustAugmentConfig(erase_edges="top")
+
+
+def test_thin_outlines_are_hollow_rings_outside_the_strokes():
+    pixels = torch.zeros(4, 1, 28, 28)
+    pixels[:, :, 8:20, 12:16] = 1.0  # a bar four pixels wide
+    u = torch.full((4,), 0.9)  # the outline kind for every sample
+    outs = {}
+    for outline in ("band", "thin"):
+        aug = RobustAugment(BatchAugment(AugmentConfig(), MEAN, STD),
+                            RobustAugmentConfig(p=1.0, outline=outline))
+        outs[outline] = aug._morphology(pixels, u, torch.Generator().manual_seed(0))
+    inside = pixels.bool()
+    ring = (torch.nn.functional.max_pool2d(pixels, 3, 1, 1) > 0) & ~inside
+    far = outs["thin"][:, :, 10, 0:4]  # away from the bar the paper stays blank
+    assert torch.equal(far, torch.zeros_like(far))
+    # thin: the ring just outside the bar lights up, the bar's middle dims to 1 - amount
+    assert (outs["thin"][ring] >= 0.5).all()
+    assert (outs["thin"][:, :, 12, 12:16] <= 0.5).all()  # hollow: the bar's edge dims too
+    # band: the bar's own edge pixels stay bright (dilation minus erosion covers them)
+    assert (outs["band"][:, :, 12, 12] > 0.99).all()
+    assert not torch.allclose(outs["band"], outs["thin"])
+    with pytest.raises(ConfigError, match="'outline' parameter"):
+        RobustAugmentConfig(outline="canny")

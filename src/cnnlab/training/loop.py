@@ -435,7 +435,8 @@ def _setup(cfg: Config, data: PreparedData, device: torch.device, amp: bool,
     if affine is not None and cfg.data.augment.kind == "robust":  # noise, blur, morphology
         augment = RobustAugment(affine, RobustAugmentConfig(
             p=cfg.data.augment.robust_p, occlusion=cfg.data.augment.robust_occlusion,
-            erase_edges=cfg.data.augment.robust_erase_edges))
+            erase_edges=cfg.data.augment.robust_erase_edges,
+            outline=cfg.data.augment.robust_outline))
     return Trainer(model=model, optimizer=optimizer, scheduler=scheduler, sched_when=sched_when,
                    ema=ema, scaler=scaler, augment=augment,
                    criterion=nn.CrossEntropyLoss(label_smoothing=t.label_smoothing),
