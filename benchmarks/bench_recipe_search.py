@@ -18,7 +18,7 @@ at the start with the same thread count.
     python benchmarks/bench_recipe_search.py --seeds 2 --out benchmarks/results/fast_search.json
     python benchmarks/bench_recipe_search.py --recipe default --seeds 1 --threads 2 \
         --out benchmarks/results/default_search.json
-    python benchmarks/bench_recipe_search.py --recipe vit --epochs 6 --seeds 1 --threads 2 \
+    python benchmarks/bench_recipe_search.py --recipe vit --epochs 6 --seeds 1 --threads 1 \
         --out benchmarks/results/vit_search.json
 """
 

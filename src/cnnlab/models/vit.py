@@ -209,9 +209,9 @@ class ConvStem(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """He initialisation, as a CNN's (torchvision's ResNet), not GPT-2's N(0, 0.02): with
-        batch norm after each conv the weights' scale only sets how fast Adam turns them, and
-        from 0.02 its first steps grew them many times over."""
+        """He initialisation, as a CNN's (torchvision's ResNet), not GPT-2's N(0, 0.02) the
+        rest of the ViT has: with batch norm after each conv the weights' scale sets how far
+        each of Adam's fixed-size steps turns them, and at 0.02 every step is a large turn."""
         for m in self.layers:
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
