@@ -48,6 +48,35 @@ def test_accuracy_under_attack_falls_with_epsilon(bar_model) -> None:
     assert result["examples"]["clean"]["images"].shape == (2, 1, 28, 28)
 
 
+def test_restarts_attack_only_the_survivors_and_never_raise_accuracy(bar_model,
+                                                                    monkeypatch) -> None:
+    from art.attacks.evasion import ProjectedGradientDescent
+
+    model, images, targets = bar_model
+    sizes: list[int] = []
+    generate = ProjectedGradientDescent.generate
+
+    def spy(self, x, y=None, **kwargs):
+        assert self.num_random_init == 1  # one start per call
+        sizes.append(len(x))
+        return generate(self, x, y=y, **kwargs)
+
+    monkeypatch.setattr(ProjectedGradientDescent, "generate", spy)
+    kw = {"eps_linf": [0, 0.2], "eps_l2": [0], "attacks": ["pgd-linf"], "steps": 3,
+          "batch_size": 64, "examples": 2}
+    one = run_adversarial(model, images, targets, restarts=1, **kw)
+    assert sizes == [len(targets)]
+    sizes.clear()
+    three = run_adversarial(model, images, targets, restarts=3, **kw)
+    acc1 = one["curves"]["pgd-linf"]["accuracy"][1]
+    acc3 = three["curves"]["pgd-linf"]["accuracy"][1]
+    assert 0 < acc1 < 1  # some survive the first start, so the restarts have work
+    # the first start is the same draw; each later one runs on the images still read right
+    assert sizes[0] == len(targets) and round(acc1 * len(targets)) == sizes[1]
+    assert 2 <= len(sizes) <= 3 and all(b <= a for a, b in itertools.pairwise(sizes))
+    assert acc3 <= acc1
+
+
 def test_square_and_autoattack_run_on_fewer_images(bar_model) -> None:
     model, images, targets = bar_model
     result = run_adversarial(model, images, targets, eps_linf=[0, 0.3], eps_l2=[0],
