@@ -29,12 +29,20 @@ Stages, each reusing what an earlier run left in ``--work`` (a second run only m
    the recipe; EMA 0.999 as the recipe has it), for MNIST-C's weakest corruptions at full
    length (Canny edges, rotation): thin hollow outlines in the morphology family
    (``robust_outline = "thin"``) and a rotation range of 30 degrees instead of 15.
+7. ``style_search`` (``--stages style-search``): the same, for the real-world shifts the robust
+   recipe still reads worst at their middle severity (flagged 1s, cropped digits): the digit
+   styles family (``robust_styles``: flags and feet on the 1s, bars across the 7s) and the
+   crop family (``robust_crop``: part of the digit cut off and the rest re-fitted), alone and
+   together. ``--candidates 0,1`` runs only those of a stage's candidates (two processes of
+   one thread each can then share the two cores).
 
     python benchmarks/bench_robust_training.py --work runs/bench-robust            # reduced
     python benchmarks/bench_robust_training.py --work runs/bench-occ --stages occlusion-search
     python benchmarks/bench_robust_training.py --work runs/bench-erase --stages erase-search
     python benchmarks/bench_robust_training.py --work runs/bench-outline --stages outline-search \
         --occlusion-epochs 15
+    python benchmarks/bench_robust_training.py --work runs/bench-style --stages style-search \
+        --occlusion-epochs 15 --candidates 0,1
     python benchmarks/bench_robust_training.py --work runs/bench-robust --full     # 90 min
 """
 
@@ -241,9 +249,13 @@ def main() -> None:
                         "against PGD), occlusion-search (the fifth family and a wider affine "
                         "at --occlusion-epochs on all 55,000 training images), "
                         "erase-search (which edges occlusion erases, scored on the shifts "
-                        "too), outline-search (thin outlines, a wider rotation), recipes")
+                        "too), outline-search (thin outlines, a wider rotation), "
+                        "style-search (digit styles, re-fitted crops), recipes")
     p.add_argument("--occlusion-epochs", type=int, default=4,
                    help="epochs per occlusion-search run (4)")
+    p.add_argument("--candidates", default="",
+                   help="comma-separated indices of the search stage's candidates to run "
+                        "(default: all)")
     args = p.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -256,6 +268,10 @@ def main() -> None:
                            f"{args.search_limit // 3} (adversarial) images, EMA off; "
                            "reduced recipe runs average with EMA 0.99"}
     stages = set(args.stages.split(","))
+    try:
+        only = {int(i) for i in args.candidates.split(",") if i.strip()} or None
+    except ValueError:
+        p.error(f"--candidates takes comma-separated indices, got {args.candidates!r}")
     if args.skip_search:
         stages -= {"search", "adversarial-search"}
     if "art" in stages:
@@ -302,15 +318,19 @@ def main() -> None:
 
     if "occlusion-search" in stages:
         out["occlusion_search"] = occlusion_search(work, args.occlusion_epochs,
-                                                   OCCLUSION_CANDIDATES)
+                                                   OCCLUSION_CANDIDATES, only=only)
     if "erase-search" in stages:
         out["erase_search"] = occlusion_search(work, args.occlusion_epochs, ERASE_CANDIDATES,
-                                               prefix="erase-search", shifts=True)
+                                               prefix="erase-search", shifts=True, only=only)
 
     if "outline-search" in stages:
         out["outline_search"] = occlusion_search(work, args.occlusion_epochs, OUTLINE_CANDIDATES,
                                                  prefix="outline-search", shifts=True,
-                                                 ema=0.999)
+                                                 ema=0.999, only=only)
+    if "style-search" in stages:
+        out["style_search"] = occlusion_search(work, args.occlusion_epochs, STYLE_CANDIDATES,
+                                               prefix="style-search", shifts=True, ema=0.999,
+                                               only=only)
 
     if "recipes" not in stages:
         out["machine"]["load_average_end"] = load()
@@ -378,6 +398,20 @@ OUTLINE_CANDIDATES: dict[str, dict[str, Any]] = {
 }
 
 
+# The style search: at full length with thin outlines the robust recipe reads the middle
+# severity of every real-world shift at >= 97 % on test but two: flagged 1s (79 %: read as 7s)
+# and cropped digits (95.5 %). MNIST has few European 1s and 7s, and occlusion's erased edges
+# cut the empty margin more often than the digit and never re-fit what is left, as reading a
+# cut page does. Candidates: the recipe as shipped, with the styles family, with the crop
+# family, with both.
+STYLE_CANDIDATES: dict[str, dict[str, Any]] = {
+    "robust (as shipped)": {},
+    "styles": {"data": {"augment": {"robust_styles": True}}},
+    "crop": {"data": {"augment": {"robust_crop": True}}},
+    "styles and crop": {"data": {"augment": {"robust_styles": True, "robust_crop": True}}},
+}
+
+
 def shift_val_accuracy(run: Path, limit: int) -> dict[str, Any] | None:
     """Accuracy at the middle severity of every real-world shift (cnnlab.robustness) on pages
     drawn from ``limit`` validation digits and read as ``cnnlab predict`` reads files."""
@@ -399,9 +433,11 @@ def shift_val_accuracy(run: Path, limit: int) -> dict[str, Any] | None:
 
 def occlusion_search(work: Path, epochs: int, candidates: dict[str, dict[str, Any]],
                      prefix: str = "occlusion-search", shifts: bool = False,
-                     ema: float = 0.99) -> dict[str, Any]:
+                     ema: float = 0.99, only: set[int] | None = None) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     for i, (name, extra) in enumerate(candidates.items()):
+        if only is not None and i not in only:
+            continue
         layers = _deep_merge({"data": {"val_fraction": 1 / 12},
                               "train": {"epochs": epochs, "ema": ema}}, extra)
         run = train(work, f"{prefix}-{i}", layers, "robust")

@@ -165,6 +165,12 @@ class AugmentSettings(_Section):
     # robust: the outlines of the morphology family, a band over the stroke or a thin hollow
     # ring (benchmarks/bench_robust_training.py --stages outline-search)
     robust_outline: str = setting("band", choices=("band", "thin"))
+    # robust: the European styles of the digits 1 and 7 (a flag and a foot on the 1s, a bar
+    # across the 7s' stems), on the classes named "1" and "7" (--stages style-search)
+    robust_styles: bool = setting(False)
+    # robust: part of the digit cut off on one side and the rest re-fitted into 20x20, as
+    # reading a page the digit was cut by does (--stages style-search)
+    robust_crop: bool = setting(False)
     rotation: float = setting(10.0, valid=at_least(0))  # max rotation, degrees (+/-)
     scale_min: float = setting(  # random zoom range
         0.9, valid=Check(lambda v, s: 0 < v <= s.scale_max, "> 0 and <= data.augment.scale_max"))

@@ -150,3 +150,70 @@ def test_thin_outlines_are_hollow_rings_outside_the_strokes():
     assert not torch.allclose(outs["band"], outs["thin"])
     with pytest.raises(ConfigError, match="'outline' parameter"):
         RobustAugmentConfig(outline="canny")
+
+
+def _one_and_seven() -> tuple[torch.Tensor, torch.Tensor]:
+    """Four 1s (a vertical bar), four 7s (a top bar and a stem) and four 0s (a ring)."""
+    pixels = torch.zeros(12, 1, 28, 28)
+    pixels[0:4, :, 4:24, 13:16] = 1.0
+    pixels[4:8, :, 4:7, 8:20] = 1.0
+    pixels[4:8, :, 4:24, 17:20] = 1.0
+    pixels[8:12, :, 4:24, 8:20] = 1.0
+    pixels[8:12, :, 7:21, 11:17] = 0.0
+    return pixels, torch.tensor([1] * 4 + [7] * 4 + [0] * 4)
+
+
+def test_styles_flag_and_foot_the_ones_cross_the_sevens_and_leave_the_rest():
+    pixels, labels = _one_and_seven()
+    aug = RobustAugment(BatchAugment(AugmentConfig(), MEAN, STD),
+                        RobustAugmentConfig(p=1.0, style_classes=(1, 7)))
+    u = torch.tensor([0.2, 0.2, 0.8, 0.8] * 3)  # flag only for two 1s, flag and foot for two
+    out = aug._styles(pixels, u, torch.Generator().manual_seed(0), labels == 1, labels == 7)
+    assert out.shape == pixels.shape and out.max() <= 1 and out.min() >= 0
+    added = out - pixels
+    # the flag: ink left of the 1's stem in its upper part
+    assert (added[0:4, 0, 4:13, :13].amax((1, 2)) > 0.5).all()
+    # the foot: ink left and right of the stem on the bottom row, only where u >= 0.5
+    assert (added[2:4, 0, 21:24, 16:].amax((1, 2)) > 0.5).all()
+    assert (added[0:2, 0, 21:24, 16:] == 0).all()
+    # the bar across the 7's stem: ink left and right of it at mid-height
+    assert (added[4:8, 0, 10:18, :17].amax((1, 2)) > 0.5).all()
+    assert (added[4:8, 0, 10:18, 20:].amax((1, 2)) > 0.5).all()
+    assert torch.equal(out[8:], pixels[8:])  # other digits are untouched
+    with pytest.raises(ConfigError, match="'style_classes' parameter"):
+        RobustAugmentConfig(style_classes=(1, 1))
+
+
+def test_styles_need_the_labels_and_leave_the_other_draws_alone_without_them():
+    x, _ = _one_and_seven()
+    x = (x - MEAN) / STD
+    plain = RobustAugment(BatchAugment(AugmentConfig.digits(), MEAN, STD), RobustAugmentConfig())
+    styled = RobustAugment(BatchAugment(AugmentConfig.digits(), MEAN, STD),
+                           RobustAugmentConfig(style_classes=(1, 7)))
+    a = plain(x, generator=torch.Generator().manual_seed(5))
+    b = styled(x, generator=torch.Generator().manual_seed(5))  # no targets: no styles
+    assert torch.equal(a, b)
+    with pytest.raises(ShapeError, match="targets of shape"):
+        styled(x, targets=torch.zeros(3, dtype=torch.long))
+
+
+def test_crop_cuts_one_side_and_refits_the_rest_into_20_pixels_centred():
+    pixels = torch.zeros(8, 1, 28, 28)
+    pixels[:, :, 4:24, 9:19] = 1.0  # a 20x10 block in MNIST's place
+    pixels[:, :, 4:8, 9:19] = 0.6  # a dimmer top, so cutting it shows
+    aug = RobustAugment(BatchAugment(AugmentConfig(), MEAN, STD), RobustAugmentConfig(crop=True))
+    u = torch.tensor([0.1, 0.1, 0.3, 0.3, 0.6, 0.6, 0.9, 0.9])  # each of the four sides
+    out = aug._crop(pixels, u, torch.Generator().manual_seed(0))
+    assert out.shape == pixels.shape and not torch.equal(out, pixels)
+    ys = torch.arange(28.0).view(1, 28, 1)
+    xs = torch.arange(28.0).view(1, 1, 28)
+    ink = out[:, 0]
+    mass = ink.sum((1, 2))
+    cy, cx = (ink * ys).sum((1, 2)) / mass, (ink * xs).sum((1, 2)) / mass
+    assert ((cy - 13.5).abs() < 1.0).all() and ((cx - 13.5).abs() < 1.0).all()
+    rows = (ink > 0.3).any(2)
+    tall = rows.sum(1)
+    assert ((tall >= 19) & (tall <= 22)).all()  # the longer side fitted to 20 again
+    # cutting the top loses the dim rows: the top of the refitted digit is bright
+    top = rows.to(torch.uint8).argmax(1)
+    assert out[0, 0, top[0] + 1, 14] > 0.9 and out[2, 0, top[2] + 1, 14] < 0.8

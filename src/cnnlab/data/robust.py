@@ -14,7 +14,14 @@ of :class:`~cnnlab.data.transforms.BatchAugment` (rotation, scale, shear, shift)
 - noise: Gaussian, salt-and-pepper, or a smooth bright haze (a coarse random field upsampled);
 - occlusion (``occlusion``, on by default): part of the image inverted (a band of rows or
   columns, or everything outside such a band: dark margins and polarity flips of scans) or a
-  band at one edge erased (a digit partly cut off by the page's edge).
+  band at one edge erased (a digit partly cut off by the page's edge);
+- digit styles (``styles``, off by default; needs the labels and the classes of the digits 1
+  and 7): a flag at the top of a 1 (a short stroke slanting down to the left) with or without
+  a foot (a bar under it), and a bar across the stem of a 7, the European styles MNIST rarely
+  shows, of random length, angle and width;
+- cropped digits (``crop``, off by default): a random share of the digit cut off on one side,
+  and what is left fitted into 20x20 and centred by centre of mass, as reading a page does with
+  a digit the page's edge cut (:func:`cnnlab.data.to_mnist_form`).
 
 The families and ranges are ours, drawn per sample from continuous ranges; none reuses the
 test-time corruptions' exact parameters (MNIST-C's severities, kernels or seeds), so a
@@ -26,6 +33,7 @@ next to the model's own step), seeded by the generator the training loop passes 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +41,9 @@ import torch.nn.functional as F
 
 from cnnlab.data.transforms import BatchAugment, _check, _per_channel
 from cnnlab.errors import ShapeError
+
+# one family of the augmentation: (pixels on [0, 1], one uniform per sample, generator) -> pixels
+_Step = Callable[[torch.Tensor, torch.Tensor, "torch.Generator | None"], torch.Tensor]
 
 __all__ = ["ERASE_EDGES", "OUTLINES", "RobustAugment", "RobustAugmentConfig"]
 
@@ -63,6 +74,10 @@ class RobustAugmentConfig:
     # the morphology family's outlines: "band" (dilation minus erosion: a band over the whole
     # stroke) or "thin" (dilation minus the image, doubled: a hollow ring one pixel wide)
     outline: str = "band"
+    # the sixth family: European digit styles on the 1s and 7s (flag, foot, crossed stem); the
+    # class indices of the digits 1 and 7 (None: the family is off)
+    style_classes: tuple[int, int] | None = None
+    crop: bool = False  # the seventh family: part of the digit cut off, the rest re-fitted
 
     def __post_init__(self) -> None:
         for name in ("p", "noise_std", "salt_pepper", "haze"):
@@ -73,6 +88,11 @@ class RobustAugmentConfig:
                " or ".join(repr(e) for e in ERASE_EDGES))
         _check("outline", self.outline, self.outline in OUTLINES,
                " or ".join(repr(o) for o in OUTLINES))
+        sc = self.style_classes
+        _check("style_classes", sc, sc is None or (
+            isinstance(sc, tuple) and len(sc) == 2 and len(set(sc)) == 2
+            and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in sc)),
+            "None or two different class indices (of the digits 1 and 7)")
         for name, low in (("blur_sigma", 0.3), ("stroke_width", 0.5)):
             v = getattr(self, name)
             _check(name, v, isinstance(v, int | float) and math.isfinite(v) and low <= v <= 10,
@@ -94,18 +114,23 @@ class RobustAugment:
     def __repr__(self) -> str:
         return f"RobustAugment({self.affine!r}, {self.config!r})"
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Augment a batch.
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None,
+                 targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Augment a batch; ``targets`` (its ``(B,)`` class indices) is needed by the styles
+        family only, which without it leaves the batch as it is.
 
         Raises:
-            ShapeError: ``x`` is not a floating-point ``(B, C, H, W)`` tensor, or its channels
-                do not match the normalisation.
+            ShapeError: ``x`` is not a floating-point ``(B, C, H, W)`` tensor, its channels
+                do not match the normalisation, or ``targets`` is not ``(B,)``.
         """
         if x.ndim != 4 or not x.is_floating_point():
             raise ShapeError(
                 f"RobustAugment expects a float tensor (B, C, H, W), got {x.dtype} of shape "
                 f"{tuple(x.shape)}"
             )
+        if targets is not None and tuple(targets.shape) != (x.shape[0],):
+            raise ShapeError(f"RobustAugment expects targets of shape ({x.shape[0]},), got "
+                             f"{tuple(targets.shape)}")
         x = self.affine(x, generator=generator)
         b, c = x.shape[:2]
         if b == 0:
@@ -114,14 +139,31 @@ class RobustAugment:
         std = _per_channel(self.affine.std, c, "std").to(x.device, x.dtype)
         pixels = (x * std + mean).clamp(0, 1)  # (B, C, H, W) on [0, 1]
         # which samples each family hits, and one uniform per sample for its choices
-        steps = [self._morphology, self._blur, self._strokes, self._noise]
+        steps: list[_Step] = [self._morphology, self._blur, self._strokes, self._noise]
         if self.config.occlusion:
             steps.append(self._occlusion)
-        # without occlusion the draws are those of the four-family version, so a run trained
-        # before the fifth family existed is reproduced exactly by occlusion = False
+        # the styles and the crop come first (a scan of a flagged 1 or a cut digit is then
+        # blurred, noisy, ...), their draws after the others', so that without them the draws
+        # are those of the earlier families alone: a run trained before a family existed is
+        # reproduced exactly with it off (and without occlusion, by the four-family version)
+        first: list[_Step] = []
+        if self.config.style_classes is not None and targets is not None:
+            one, seven = self.config.style_classes
+            first.append(lambda px, v, g: self._styles(px, v, g, targets == one,
+                                                       targets == seven))
+        if self.config.crop:
+            first.append(self._crop)
+        n_late = len(steps)
+        steps = first + steps
         n = len(steps)
-        u = torch.rand(b, 2 * n, generator=generator, device=x.device, dtype=x.dtype)
-        hit = u[:, :n] < self.config.p  # (B, n): morphology, blur, strokes, noise, occlusion
+        u = torch.rand(b, 2 * n_late, generator=generator, device=x.device, dtype=x.dtype)
+        if n > n_late:  # (B, 2n): the earlier families' hits, then the new ones', and so on
+            extra = torch.rand(b, 2 * (n - n_late), generator=generator, device=x.device,
+                               dtype=x.dtype)
+            k = n - n_late
+            u = torch.cat([extra[:, :k], u[:, :n_late], extra[:, k:], u[:, n_late:]], dim=1)
+        # (B, n): [styles], [crop], morphology, blur, strokes, noise, [occlusion]
+        hit = u[:, :n] < self.config.p
         for k, step in enumerate(steps):
             if bool(hit[:, k].any()):
                 changed = step(pixels, u[:, n + k], generator)
@@ -220,6 +262,127 @@ class RobustAugment:
         cut = torch.where(from_end, pos >= 1 - depth, pos < depth)
         erased = torch.where(cut, torch.zeros_like(x), x)
         return torch.where(kind < 0.6, inverted, erased)
+
+
+    def _styles(self, x: torch.Tensor, u: torch.Tensor, generator: torch.Generator | None,
+                is_one: torch.Tensor, is_seven: torch.Tensor) -> torch.Tensor:
+        """On the 1s a flag from the top of the stroke, slanting down to the left (u < 0.5),
+        or a flag and a foot (the rest); on the 7s a bar across the stem, slightly tilted;
+        other digits unchanged. Lengths are shares of the digit's height, so they follow its
+        size after the affine."""
+        b, _, h, w = x.shape
+        ink = x.mean(1)  # (B, H, W)
+        top, bottom, _, _, has_ink = _bbox(ink)
+        height = (bottom - top + 1).to(x.dtype)
+        r = torch.rand(b, 8, generator=generator, device=x.device, dtype=x.dtype)
+        half_width = 0.6 + 0.9 * r[:, 7]
+        level = ink.amax(dim=(1, 2))
+        tip = _column_at(ink, top, top + 2)
+        base = _column_at(ink, bottom - 2, bottom)
+        # the flag: 15-50 % of the height long, 15-60 degrees below the horizontal
+        length = (0.15 + 0.35 * r[:, 0]) * height
+        angle = torch.deg2rad(15 + 45 * r[:, 1])
+        y0 = top.to(x.dtype) + 0.5
+        flag = _segment(tip, y0, tip - length * torch.cos(angle), y0 + length * torch.sin(angle),
+                        half_width, h, w)
+        # the foot: a bar under the 1, each side 12-42 % of the height, off-centre by a little
+        foot_half = (0.12 + 0.3 * r[:, 2]) * height
+        centre = base + (r[:, 3] - 0.5) * 0.4 * foot_half
+        y1 = bottom.to(x.dtype) - 0.5
+        foot = _segment(centre - foot_half, y1, centre + foot_half, y1, half_width, h, w)
+        with_foot = (u >= 0.5).view(b, 1, 1)
+        one = torch.maximum(flag, torch.where(with_foot, foot, torch.zeros_like(foot)))
+        # the bar across a 7's stem: at 40-60 % of the height, 15-45 % of it each side, +-10 deg
+        row = top.to(x.dtype) + (0.4 + 0.2 * r[:, 6]) * height
+        stem = _column_at(ink, row.floor().long() - 1, row.floor().long() + 1)
+        bar_half = (0.15 + 0.3 * r[:, 4]) * height
+        tilt = (r[:, 5] - 0.5) * 0.35
+        dx, dy = bar_half * torch.cos(tilt), bar_half * torch.sin(tilt)
+        bar = _segment(stem - dx, row - dy, stem + dx, row + dy, half_width, h, w)
+        stroke = torch.where(is_one.view(b, 1, 1), one,
+                             torch.where(is_seven.view(b, 1, 1), bar, torch.zeros_like(bar)))
+        stroke = stroke * (level * has_ink.to(x.dtype)).view(b, 1, 1)
+        return torch.maximum(x, stroke.unsqueeze(1))
+
+    def _crop(self, x: torch.Tensor, u: torch.Tensor,
+              generator: torch.Generator | None) -> torch.Tensor:
+        """5-35 % of the digit's height or width cut off on one side (u picks which of the
+        four), and what is left fitted into 20x20 (of 28x28) keeping its aspect ratio and
+        centred by centre of mass: what reading a page does with a digit cut by its edge."""
+        b, _, h, w = x.shape
+        ink = x.mean(1)
+        top, bottom, left, right, has_ink = _bbox(ink)
+        share = 0.05 + 0.3 * torch.rand(b, generator=generator, device=x.device, dtype=x.dtype)
+        side = (u * 4).floor().clamp(max=3).view(b, 1, 1)
+        ys = torch.arange(h, device=x.device, dtype=x.dtype).view(1, h, 1)
+        xs = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, w)
+        tall = (bottom - top + 1).to(x.dtype)
+        wide = (right - left + 1).to(x.dtype)
+        keep = torch.where(side == 0, ys >= (top + share * tall).view(b, 1, 1),
+               torch.where(side == 1, ys <= (bottom - share * tall).view(b, 1, 1),
+               torch.where(side == 2, xs >= (left + share * wide).view(b, 1, 1),
+                           xs <= (right - share * wide).view(b, 1, 1))))
+        cut = x * keep.unsqueeze(1).to(x.dtype)
+        left_ink = cut.mean(1)
+        top, bottom, left, right, has_left = _bbox(left_ink)
+        mass = left_ink.sum(dim=(1, 2)).clamp_min(1e-6)
+        cy = (left_ink * ys).sum(dim=(1, 2)) / mass
+        cx = (left_ink * xs).sum(dim=(1, 2)) / mass
+        box = 20 / 28 * min(h, w)
+        extent = torch.maximum(bottom - top + 1, right - left + 1).to(x.dtype)
+        scale = (box / extent).clamp(0.5, 3.0)
+        theta = torch.zeros(b, 2, 3, device=x.device, dtype=x.dtype)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale
+        theta[:, 0, 2] = (cx + 0.5) * 2 / w - 1
+        theta[:, 1, 2] = (cy + 0.5) * 2 / h - 1
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        fitted = F.grid_sample(cut, grid, mode="bilinear", padding_mode="zeros",
+                               align_corners=False)
+        ok = (has_ink & has_left).view(b, 1, 1, 1)
+        return torch.where(ok, fitted, x)
+
+
+INK = 0.3  # the share of full brightness above which a pixel counts as ink (styles, crop)
+
+
+def _bbox(ink: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``(top, bottom, left, right, has_ink)`` of the ink of a ``(B, H, W)`` batch, inclusive
+    pixel indices (0 where a sample has no ink)."""
+    mask = ink > INK
+    rows, cols = mask.any(2), mask.any(1)  # (B, H), (B, W)
+    h, w = rows.shape[1], cols.shape[1]
+    top = rows.to(torch.uint8).argmax(1)
+    bottom = h - 1 - rows.flip(1).to(torch.uint8).argmax(1)
+    left = cols.to(torch.uint8).argmax(1)
+    right = w - 1 - cols.flip(1).to(torch.uint8).argmax(1)
+    return top, bottom, left, right, rows.any(1)
+
+
+def _column_at(ink: torch.Tensor, r0: torch.Tensor, r1: torch.Tensor) -> torch.Tensor:
+    """The ink-weighted mean column of rows ``r0`` to ``r1`` (inclusive, per sample) of a
+    ``(B, H, W)`` batch; the middle column where those rows hold no ink."""
+    b, h, w = ink.shape
+    ys = torch.arange(h, device=ink.device).view(1, h, 1)
+    xs = torch.arange(w, device=ink.device, dtype=ink.dtype).view(1, 1, w)
+    rows = (ys >= r0.view(b, 1, 1)) & (ys <= r1.view(b, 1, 1))
+    weight = ink * rows.to(ink.dtype)
+    total = weight.sum(dim=(1, 2))
+    mean = (weight * xs).sum(dim=(1, 2)) / total.clamp_min(1e-6)
+    return torch.where(total > 0, mean, torch.full_like(mean, (w - 1) / 2))
+
+
+def _segment(ax: torch.Tensor, ay: torch.Tensor, bx: torch.Tensor, by: torch.Tensor,
+             half: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``(B, H, W)`` coverage of one anti-aliased line segment per sample, from ``(ax, ay)`` to
+    ``(bx, by)`` (pixel coordinates, ``(B,)`` each) with half-width ``half``."""
+    b = ax.shape[0]
+    ys = torch.arange(h, device=ax.device, dtype=ax.dtype).view(1, h, 1)
+    xs = torch.arange(w, device=ax.device, dtype=ax.dtype).view(1, 1, w)
+    ax, ay, bx, by = (v.view(b, 1, 1) for v in (ax, ay, bx, by))
+    dx, dy = bx - ax, by - ay
+    t = (((xs - ax) * dx + (ys - ay) * dy) / (dx * dx + dy * dy).clamp_min(1e-6)).clamp(0, 1)
+    dist = torch.hypot(xs - (ax + t * dx), ys - (ay + t * dy))
+    return (half.view(b, 1, 1) + 0.5 - dist).clamp(0, 1)
 
 
 def _gaussian_matrices(n: int, sigmas: torch.Tensor) -> torch.Tensor:

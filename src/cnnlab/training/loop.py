@@ -24,7 +24,7 @@ import math
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -90,6 +90,17 @@ def _augment_config(cfg: Config) -> AugmentConfig | None:
         shear=a.shear, elastic_alpha=a.elastic_alpha, elastic_sigma=a.elastic_sigma,
         hflip=a.hflip, vflip=a.vflip, brightness=a.brightness, contrast=a.contrast,
     )
+
+
+def _style_classes(classes: Sequence[str]) -> tuple[int, int]:
+    """The class indices of the digits 1 and 7, for the robust augmentation's styles."""
+    names = [str(c).strip() for c in classes]
+    if "1" not in names or "7" not in names:
+        raise ConfigError(
+            "data.augment.robust_styles draws the European styles of the digits 1 and 7, but "
+            f"this dataset has no classes named '1' and '7' (it has {names[:12]}); turn the "
+            "styles off for it")
+    return names.index("1"), names.index("7")
 
 
 def _flag(value: str, device: torch.device) -> bool:
@@ -436,7 +447,10 @@ def _setup(cfg: Config, data: PreparedData, device: torch.device, amp: bool,
         augment = RobustAugment(affine, RobustAugmentConfig(
             p=cfg.data.augment.robust_p, occlusion=cfg.data.augment.robust_occlusion,
             erase_edges=cfg.data.augment.robust_erase_edges,
-            outline=cfg.data.augment.robust_outline))
+            outline=cfg.data.augment.robust_outline,
+            style_classes=(_style_classes(data.classes) if cfg.data.augment.robust_styles
+                           else None),
+            crop=cfg.data.augment.robust_crop))
     return Trainer(model=model, optimizer=optimizer, scheduler=scheduler, sched_when=sched_when,
                    ema=ema, scaler=scaler, augment=augment,
                    criterion=nn.CrossEntropyLoss(label_smoothing=t.label_smoothing),
@@ -535,7 +549,9 @@ def train_one_epoch(trainer: Trainer, data: PreparedData, t: TrainConfig, epoch:
         x = normalize(x_train[idx], data.mean, data.std)  # (B, C, H, W) float
         y = y_train[idx]  # (B,)
         if trainer.augment is not None:
-            x = trainer.augment(x, generator=gen)
+            x = (trainer.augment(x, generator=gen, targets=y)
+                 if isinstance(trainer.augment, RobustAugment)
+                 else trainer.augment(x, generator=gen))
         scale = 1.0
         if trainer.rank is not None:  # this rank's share of the global (augmented) batch
             x, y, scale = trainer.rank.local_batch(x, y)
