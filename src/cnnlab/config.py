@@ -263,21 +263,25 @@ class AdversarialSettings(_Section):
 
     prefix: ClassVar[str] = "train.adversarial."
 
-    method: str = setting(  # none | fgsm-rs (Wong et al. 2020) | pgd (Madry et al. 2018)
+    method: str = setting(  # none | fgsm-rs (Wong et al. 2020) | pgd (Madry et al. 2018) | trades
         "none", "train on adversarial examples: fgsm-rs (fast FGSM with random start, Wong et "
-                "al. 2020) or pgd (Madry et al. 2018)",
-        flag="adversarial", choices=("none", "fgsm-rs", "pgd"))
+                "al. 2020), pgd (Madry et al. 2018) or trades (Zhang et al. 2019: clean "
+                "cross-entropy plus beta x KL to the adversarial prediction)",
+        flag="adversarial", choices=("none", "fgsm-rs", "pgd", "trades"))
     eps: float = setting(  # L-inf radius on the [0, 1] pixel scale (MNIST's standard: 0.3)
         0.3, "L-inf radius of the training attack on the [0, 1] pixel scale",
         valid=within(0, 1), flag=True)
-    steps: int = setting(  # pgd: attack steps per batch (fgsm-rs takes one)
-        10, "pgd: attack steps per training batch", valid=at_least(1, "an integer >= 1"),
+    steps: int = setting(  # pgd, trades: attack steps per batch (fgsm-rs takes one)
+        10, "pgd, trades: attack steps per training batch", valid=at_least(1, "an integer >= 1"),
         flag=True)
     alpha: float = setting(  # step size on the [0, 1] scale; 0 = the method's own
         0.0, "attack step size on the [0, 1] pixel scale", valid=within(0, 1), flag=True,
-        shown="1.25 x eps for fgsm-rs (Wong et al.), 2.5 x eps / steps for pgd (Madry et al.)")
+        shown="1.25 x eps for fgsm-rs (Wong et al.), 2.5 x eps / steps for pgd (Madry et al.) "
+              "and trades")
     # the radius grows linearly from 0 to eps over this many epochs (0 = eps from the start)
     eps_warmup_epochs: float = setting(0.0, valid=at_least(0))
+    # trades: the weight of the KL term against the clean cross-entropy (Zhang et al.: 6)
+    beta: float = setting(6.0, valid=at_least(0))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Adversarial training (fgsm-rs, pgd) and its option errors."""
+"""Adversarial training (fgsm-rs, pgd, trades) and its option errors."""
 
 import re
 
@@ -10,7 +10,13 @@ from cnnlab.cli.main import main
 from cnnlab.config import SettingError, flags_layer, resolve_config
 from cnnlab.data import ImageDataset
 from cnnlab.errors import ConfigError
-from cnnlab.training.adversarial import Adversary, pgd_accuracy, pgd_attack
+from cnnlab.training.adversarial import (
+    Adversary,
+    pgd_accuracy,
+    pgd_attack,
+    trades_attack,
+    trades_loss,
+)
 from cnnlab.training.data import PreparedData, preprocessing_for
 from cnnlab.training.loop import fit
 
@@ -72,6 +78,42 @@ def test_fgsm_rs_training_raises_robust_accuracy_over_plain_training(data, plain
     assert defended_robust >= plain_robust + 0.3, (plain_robust, defended_robust)
 
 
+def test_trades_training_raises_robust_accuracy_over_plain_training(data, plain):
+    defended = fit(_cfg(method="trades", eps=0.25, steps=3, beta=6.0), progress=False,
+                   data=data)
+    assert defended.metrics["test_accuracy"] >= 0.95
+    plain_robust, defended_robust = (
+        pgd_accuracy(m, data.test.images, data.test.targets, mean=data.mean, std=data.std,
+                     eps=0.2, steps=10) for m in (plain.model, defended.model))
+    assert defended_robust >= plain_robust + 0.3, (plain_robust, defended_robust)
+
+
+def test_trades_attack_stays_in_the_ball_and_pushes_the_prediction_away(data, plain):
+    model = plain.model.eval()
+    pixels = data.test.images.float() / 255
+    m, s = (torch.tensor(v).view(1, -1, 1, 1) for v in (data.mean, data.std))
+
+    def divergence(adv):
+        with torch.no_grad():
+            return float(trades_loss(model((adv - m) / s), model((pixels - m) / s), 1.0))
+
+    adv = trades_attack(model, pixels, eps=0.2, alpha=0.05, steps=5, mean=data.mean,
+                        std=data.std, generator=torch.Generator().manual_seed(0))
+    assert (adv - pixels).abs().max() <= 0.2 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    assert divergence(pixels) == pytest.approx(0.0, abs=1e-6)
+    noise = (pixels + 0.2 * (torch.rand(pixels.shape) * 2 - 1)).clamp(0, 1)
+    assert divergence(adv) > 10 * max(divergence(noise), 1e-4)  # far beyond random noise
+    logits = torch.randn(8, 3)
+    assert float(trades_loss(logits, logits, 6.0)) == pytest.approx(0.0, abs=1e-6)
+    other = torch.randn(8, 3)
+    assert float(trades_loss(other, logits, 6.0)) == pytest.approx(
+        6 * float(trades_loss(other, logits, 1.0)))
+    adversary = Adversary("trades", eps=0.3, steps=4, alpha=0.0, mean=0, std=1)
+    assert adversary.pairs and adversary.beta == 6.0
+    assert adversary.alpha == pytest.approx(2.5 * 0.3 / 4)
+    assert not Adversary("pgd", eps=0.3, steps=4, alpha=0.0, mean=0, std=1).pairs
+
+
 def test_pgd_stays_in_the_ball_and_the_pixel_range_and_lowers_accuracy_with_eps(data, plain):
     model = plain.model
     pixels = data.test.images.float() / 255
@@ -104,6 +146,8 @@ def test_pgd_training_runs_and_its_warm_up_grows_the_radius(data):
     ({"eps": float("nan")}, "train.adversarial.eps", "finite"),
     ({"alpha": float("inf")}, "train.adversarial.alpha", "finite"),
     ({"steps": 0}, "train.adversarial.steps", "an integer >= 1"),
+    ({"beta": -1.0}, "train.adversarial.beta", ">= 0"),
+    ({"beta": float("nan")}, "train.adversarial.beta", "finite"),
     ({"method": "pgdd"}, "train.adversarial.method", "one of none, fgsm-rs, pgd"),
 ])
 def test_out_of_range_settings_are_refused_with_the_setting_named(settings, key, expected):
@@ -117,6 +161,8 @@ def test_library_attack_errors():
         Adversary("pgd", eps=0.0, steps=3, alpha=0.0, mean=0, std=1)
     with pytest.raises(ConfigError, match="did you mean 'pgd'"):
         Adversary("pdg", eps=0.3, steps=3, alpha=0.0, mean=0, std=1)
+    with pytest.raises(ConfigError, match="'beta' parameter of TRADES"):
+        Adversary("trades", eps=0.3, steps=3, alpha=0.0, mean=0, std=1, beta=float("inf"))
     x, y = torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.long)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 2))
     for kwargs, match in (({"eps": 1.2}, "'eps' parameter"), ({"steps": 0}, "'steps'"),

@@ -556,15 +556,23 @@ def train_one_epoch(trainer: Trainer, data: PreparedData, t: TrainConfig, epoch:
         if trainer.rank is not None:  # this rank's share of the global (augmented) batch
             x, y, scale = trainer.rank.local_batch(x, y)
             idx = idx[trainer.rank.rank::trainer.rank.world_size]
+        clean = None  # TRADES trains on the clean batch and its adversarial twin together
         if trainer.adversary is not None:  # the batch's adversarial examples, as the model is now
+            clean = x if trainer.adversary.pairs else None
             with autocast_context(device, trainer.amp):
                 x = trainer.adversary(model, x, y, progress=epoch + step / steps, generator=gen)
         if trainer.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+            clean = None if clean is None else clean.contiguous(memory_format=torch.channels_last)
         with autocast_context(device, trainer.amp):
-            logits = (trainer.step_model or model)(x)  # (B, num_classes)
+            if clean is None:
+                logits = (trainer.step_model or model)(x)  # (B, num_classes)
+            else:  # one forward of both halves (one pass through DDP, one batch's statistics)
+                logits, adv_logits = (trainer.step_model or model)(torch.cat([clean, x])).chunk(2)
             loss = (trainer.criterion(logits, y) if trainer.sample_weights is None else
                     _weighted_loss(logits, y, trainer.sample_weights[idx], t.label_smoothing))
+            if clean is not None and trainer.adversary is not None:
+                loss = loss + trainer.adversary.robust_loss(adv_logits, logits)
         optimizer.zero_grad(set_to_none=True)
         trainer.scaler.scale(loss * scale if scale != 1.0 else loss).backward()
         trainer.scaler.step(optimizer)
