@@ -90,6 +90,45 @@ def test_square_and_autoattack_run_on_fewer_images(bar_model) -> None:
     assert "black_box_not_stronger" in result["checks"]
 
 
+def test_standard_autoattack_runs_each_attack_on_the_survivors(bar_model, monkeypatch) -> None:
+    from art.attacks.evasion import AutoProjectedGradientDescent, SquareAttack
+
+    model, images, targets = bar_model
+    queries: list[int] = []
+    sizes: list[int] = []
+    square_init, apgd_generate = SquareAttack.__init__, AutoProjectedGradientDescent.generate
+
+    def quick_square(self, *args, max_iter=100, **kwargs):  # the published 5,000, cut for time
+        queries.append(max_iter)
+        square_init(self, *args, max_iter=40, **kwargs)
+
+    def counted(self, x, y=None, **kwargs):
+        sizes.append(len(x))
+        return apgd_generate(self, x, y=y, **kwargs)
+
+    monkeypatch.setattr(SquareAttack, "__init__", quick_square)
+    monkeypatch.setattr(AutoProjectedGradientDescent, "generate", counted)
+    kw = {"eps_linf": [0], "eps_l2": [0], "attacks": ["autoattack"], "autoattack_images": 12,
+          "autoattack_eps": 0.15, "batch_size": 64}
+    result = run_adversarial(model, images, targets, autoattack_version="standard", **kw)
+    aa = result["autoattack"]
+    assert aa["version"] == "standard" and aa["apgd_steps"] == 100 and queries == [5000]
+    assert aa["square_queries"] == 5000 and "standard version" in aa["note"]
+    names = [s["attack"] for s in aa["stages"]]
+    classes = len(model.classes)
+    assert names == ["apgd-ce", *(f"apgd-t target {k}" for k in range(1, classes)), "square"]
+    accs = [aa["clean_accuracy"], *(s["accuracy"] for s in aa["stages"])]
+    assert all(b <= a for a, b in itertools.pairwise(accs))  # an image never comes back
+    assert aa["accuracy"] == accs[-1] < aa["clean_accuracy"]
+    # each attack gets only the images every attack before it left correct
+    alive = [round(a * 12) for a in accs]
+    assert sizes == [n for n in alive[:classes] if n]
+    fast = run_adversarial(model, images, targets, **kw)["autoattack"]
+    assert fast["version"] == "fast" and "stages" not in fast
+    with pytest.raises(ConfigError, match="did you mean 'standard'"):
+        run_adversarial(model, images, targets, autoattack_version="standrd", **kw)
+
+
 def test_masking_checks_fail_when_they_should() -> None:
     curves = {"pgd-linf": {"images": 10, "eps": [0, 0.1, 0.3], "accuracy": [1.0, 0.2, 0.6]},
               "square": {"images": 10, "eps": [0, 0.1, 0.3], "accuracy": [1.0, 0.1, 0.1]}}

@@ -24,6 +24,8 @@ from cnnlab.inference.checkpoint import default_model_path
     (["--eps", "0,-0.1"], "L-inf epsilon must be a number in [0, 1]"),
     (["--eps", "0,a"], "--eps takes comma-separated numbers"),
     (["--autoattack-eps", "2"], "L-inf epsilon must be a number in [0, 1]"),
+    (["--autoattack-version", "standart"],
+     "unknown AutoAttack version 'standart'; did you mean 'standard'"),
     (["--images", "0"], "--images must be an int >= 1"),
     (["--ood-rate", "0.9"], "--ood-rate must be in (0, 0.5]"),
 ])

@@ -57,6 +57,11 @@ def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
                         "(default: 100)")
     p.add_argument("--autoattack-eps", type=float, default=0.3,
                    help="AutoAttack's L-inf epsilon (default: 0.3)")
+    p.add_argument("--autoattack-version", default="fast",
+                   help="fast (APGD-CE and APGD-DLR, 50 steps; Square at 300 queries) or "
+                        "standard (Croce & Hein's without FAB-T: APGD-CE 100 steps, APGD-T "
+                        "towards each other class, Square 5,000 queries; many times slower) "
+                        "(default: fast)")
     p.add_argument("--shift-images", type=int, default=200,
                    help="digits the shifts draw as pages, the first of the N; 34 pages each "
                         "(default: 200)")
@@ -111,7 +116,8 @@ def settings_from_args(args: argparse.Namespace) -> object:
         eps=_floats(args.eps, "--eps"), eps_l2=_floats(args.eps_l2, "--eps-l2"),
         pgd_steps=args.pgd_steps, pgd_restarts=args.pgd_restarts,
         black_box_images=args.black_box_images, autoattack_images=args.autoattack_images,
-        autoattack_eps=args.autoattack_eps, shift_images=args.shift_images,
+        autoattack_eps=args.autoattack_eps, autoattack_version=args.autoattack_version,
+        shift_images=args.shift_images,
         ood_images=args.ood_images,
         ood_rate=args.ood_rate, reference=args.reference, data_dir=args.data_dir,
         cache_dir=args.cache_dir).check()
@@ -161,6 +167,9 @@ def run(args: argparse.Namespace) -> int:
         if "autoattack" in a:
             aa = a["autoattack"]
             print(f"  AutoAttack L-inf {aa['eps']:g}: {aa['accuracy']:.1%} ({aa['note']})")
+            for stage in aa.get("stages", []):  # the standard version: after each attack
+                print(f"    after {stage['attack']}: {stage['accuracy']:.1%} "
+                      f"({stage['seconds']:.0f} s)")
         checks = a["checks"]
         print("  gradient-masking checks: " + ", ".join(
             f"{k.replace('_', ' ')} {'pass' if v['pass'] else 'FAIL'}"

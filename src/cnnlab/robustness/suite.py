@@ -35,6 +35,7 @@ from cnnlab.robustness.adversarial import (
     DEFAULT_EPS_L2,
     DEFAULT_EPS_LINF,
     check_attacks,
+    check_autoattack_version,
     check_epsilons,
     run_adversarial,
 )
@@ -69,6 +70,7 @@ class RobustnessSettings:
     black_box_images: int = 200  # Square's images (the first of them)
     autoattack_images: int = 100
     autoattack_eps: float = 0.3
+    autoattack_version: str = "fast"  # or "standard" (cnnlab.robustness.adversarial)
     shift_images: int = 200  # the shifts' digits: the first of the images (pages cost ~5 ms)
     ood_images: int = 200  # pages per non-digit set
     ood_rate: float = 0.01  # the share of validation digits the ood flag marks
@@ -89,6 +91,7 @@ class RobustnessSettings:
         self.eps = check_epsilons(self.eps, norm="linf")
         self.eps_l2 = check_epsilons(self.eps_l2, norm="l2")
         check_epsilons([self.autoattack_eps], norm="linf")
+        check_autoattack_version(self.autoattack_version)
         for name in ("images", "pgd_steps", "pgd_restarts", "black_box_images",
                      "autoattack_images", "shift_images", "ood_images"):
             value = getattr(self, name)
@@ -300,7 +303,8 @@ def run_robustness(model: Any, settings: RobustnessSettings | None = None, *,
             steps=settings.pgd_steps, restarts=settings.pgd_restarts,
             black_box_images=settings.black_box_images,
             autoattack_images=settings.autoattack_images,
-            autoattack_eps=settings.autoattack_eps, seed=settings.seed, progress=say)
+            autoattack_eps=settings.autoattack_eps,
+            autoattack_version=settings.autoattack_version, seed=settings.seed, progress=say)
         examples = adv.pop("examples")
         result["adversarial"] = adv
         result["seconds"]["adversarial"] = round(time.perf_counter() - t0, 2)
