@@ -106,3 +106,31 @@ def test_pool_first_pools_before_bn_and_relu() -> None:
     # with skips the shortcut is pooled alike
     res = create_model("convnet", width=8, depth=6, residual=True, pool_first=True)
     assert res(x).shape == (4, 10)
+
+
+def test_crop_sees_only_the_centred_square() -> None:
+    model = create_model("convnet", crop=24).eval()
+    assert model.num_features == 64 * 6 * 6  # 24 -> 12 -> 6
+    assert summarize(model).total_macs < 0.8 * summarize(create_model("convnet")).total_macs
+    x = torch.rand(3, 1, 28, 28)
+    y = model(x)
+    assert y.shape == (3, 10)
+    border = x.clone()
+    border[:, :, :2], border[:, :, -2:], border[:, :, :, :2], border[:, :, :, -2:] = 1, 1, 1, 1
+    assert torch.equal(model(border), y)  # the 2-pixel border is not seen
+    inside = x.clone()
+    inside[:, :, 2, 2] += 1.0  # the crop's top-left pixel is
+    assert not torch.allclose(model(inside), y)
+    # an odd margin keeps the extra row and column at the bottom right
+    assert create_model("convnet", crop=23).crop_box == (2, 2, 23)
+
+
+@pytest.mark.parametrize(("crop", "message"), [
+    (29, "at most the input's smaller side"),
+    (-1, "int >= 0"),
+    (24.0, "int >= 0"),
+    (True, "int >= 0"),
+])
+def test_invalid_crop(crop, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        create_model("convnet", crop=crop)

@@ -15,8 +15,10 @@ from cnnlab.models import MODELS, create_model
 
 TEST_MODELS: list[tuple[str, dict]] = [
     (e.name, {}) for e in MODELS if e.tags.get("tiny") or e.tags.get("cheap")]
-# options that change a family's layers (the `vit` recipe's convolutional stem)
+# options that change a family's layers (the `vit` recipe's convolutional stem, the `fast`
+# recipe's crop and pooling order)
 TEST_MODELS.append(("vit-tiny", {"stem": "conv", "patch_size": 4}))
+TEST_MODELS.append(("convnet", {"crop": 24, "pool_first": True}))
 
 
 @pytest.mark.parametrize(("name", "kwargs"), TEST_MODELS,
