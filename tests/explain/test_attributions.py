@@ -39,6 +39,26 @@ def test_colour_inputs_keep_their_channels(method: str) -> None:
     assert heatmap(out).shape == (2, 32, 32)
 
 
+@pytest.mark.parametrize("method", ["gradcam", "guided-gradcam"])
+def test_a_cropping_models_cam_lies_over_its_crop(method: str) -> None:
+    """A convnet that looks at the centred 20x20 of a 28x28 image explains it as the same net
+    explains the 20x20 crop itself: the map over the crop, nothing outside."""
+    torch.manual_seed(0)
+    cropping = create_model("convnet", crop=20, widths=[8, 16, 16]).eval()
+    plain = create_model("convnet", input_size=20, widths=[8, 16, 16]).eval()
+    plain.load_state_dict(cropping.state_dict())
+    images = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
+    got = Explainer(cropping, cam_layer=cam_layer_of("convnet")).attribute(images, [1, 2, 3],
+                                                                           method)
+    inside = Explainer(plain, cam_layer=cam_layer_of("convnet")).attribute(
+        images[:, :, 4:24, 4:24].contiguous(), [1, 2, 3], method)
+    assert np.abs(inside).sum() > 0
+    np.testing.assert_allclose(got[:, :, 4:24, 4:24], inside, rtol=1e-4, atol=1e-6)
+    outside = got.copy()
+    outside[:, :, 4:24, 4:24] = 0
+    assert not outside.any()
+
+
 def test_gradcam_puts_its_mass_in_the_corner_the_model_looks_at(corner_model) -> None:  # type: ignore[no-untyped-def]
     explainer = Explainer(corner_model, cam_layer="stages")
     images, targets = corner_images(40, seed=3)

@@ -32,6 +32,23 @@ from cnnlab.models import MODELS, Classifier
 
 __all__ = ["CAM_METHODS", "METHODS", "Explainer", "cam_layer_of", "check_method", "heatmap"]
 
+
+def _cam_on_input(cam: torch.Tensor, x: torch.Tensor, model: torch.nn.Module,
+                  mode: str = "bilinear") -> torch.Tensor:
+    """A Grad-CAM map ``(B, 1, h, w)`` upsampled onto the input ``x`` ``(B, C, H, W)``: over the
+    whole image, or, for a model that looks at a centred crop only (``crop_box``: top, left,
+    side), over the crop, zero outside it."""
+    from captum import attr
+
+    box = getattr(model, "crop_box", None)
+    if box is None:
+        return attr.LayerAttribution.interpolate(cam, tuple(x.shape[2:]), mode)
+    top, left, side = box
+    out = cam.new_zeros((cam.shape[0], 1, *x.shape[2:]))
+    out[:, :, top:top + side, left:left + side] = attr.LayerAttribution.interpolate(
+        cam, (side, side), mode)
+    return out
+
 METHODS = ("gradcam", "ig", "saliency", "occlusion", "guided-gradcam")
 #: the methods that hook the declared Grad-CAM layer
 CAM_METHODS = ("gradcam", "guided-gradcam")
@@ -187,12 +204,17 @@ class Explainer:
         if method == "gradcam":
             cam = attr.LayerGradCam(model, self._layer).attribute(
                 x, target=target, relu_attributions=True)  # (B, 1, h, w)
-            up = attr.LayerAttribution.interpolate(cam, tuple(x.shape[2:]), "bilinear")
-            out = up.expand_as(x)  # (B, C, H, W): the same place in every channel
+            out = _cam_on_input(cam, x, model).expand_as(x)  # the same place in every channel
         elif method == "guided-gradcam":
             with warnings.catch_warnings():  # Captum announces its ReLU hooks on every call
                 warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
-                out = attr.GuidedGradCam(model, self._layer).attribute(x, target=target)
+                if getattr(model, "crop_box", None) is None:
+                    out = attr.GuidedGradCam(model, self._layer).attribute(x, target=target)
+                else:  # Captum's product, with the map placed where the crop lies
+                    cam = attr.LayerGradCam(model, self._layer).attribute(
+                        x, target=target, relu_attributions=True)
+                    guided = attr.GuidedBackprop(model).attribute(x, target=target)
+                    out = guided * _cam_on_input(cam, x, model, "nearest")
         elif method == "ig":
             out = attr.IntegratedGradients(model).attribute(
                 x, baselines=self.black(x), target=target, n_steps=IG_STEPS,
