@@ -149,6 +149,8 @@ def test_zeros_survive_fit_with_decay_ema_amp_and_channels_last(optim: dict) -> 
 @pytest.mark.parametrize(("name", "kwargs"), [
     ("convnet", {"width": 4}), ("convnet", {"width": 4, "depth": 6}),
     ("convnet", {"width": 4, "batch_norm": False}), ("paper-cnn-tiny", {}),
+    ("convnet", {"width": 4, "pool_first": True}),  # the fast recipe's settings survive
+    ("convnet", {"width": 4, "pool_first": True, "crop": 12}),
 ])
 def test_channel_pruning_at_zero_is_an_exact_copy(name: str, kwargs: dict) -> None:
     model = create_model(name, input_size=16, num_classes=3, **kwargs).eval()
@@ -157,6 +159,8 @@ def test_channel_pruning_at_zero_is_an_exact_copy(name: str, kwargs: dict) -> No
     copy = channel_prune(model, 0.0).eval()
     assert torch.equal(copy(x), model(x))
     assert copy.input_spec == model.input_spec
+    if name == "convnet":  # every setting but the widths carries over
+        assert copy.config == dataclasses.replace(model.config, width=None)
 
 
 @pytest.mark.parametrize(("name", "kwargs"), [
@@ -199,7 +203,7 @@ def test_channel_checkpoint_reloads_smaller(source: Path, tmp_path: Path) -> Non
                               out=out, progress=False)
     assert report["model"] == {"name": "convnet", "kwargs": {
         "widths": [2, 4, 8], "pools": [True, True, False], "kernel_size": 3, "dropout": 0.0,
-        "residual": False, "batch_norm": True}}
+        "residual": False, "batch_norm": True, "pool_first": False, "crop": 0}}
     assert report["macs"]["after"] < report["macs"]["before"] / 2.5
     assert report["params"]["after"] < report["params"]["before"] / 2
     assert report["layers"]["features.2.conv"] == {"before": 16, "after": 8}

@@ -254,9 +254,10 @@ def _convnet(model: ConvNet, amount: float) -> ChannelPruned:
     for n in per_stage:
         widths.append(len(keeps[i + n - 1]))
         i += n
-    kwargs: dict[str, Any] = {"widths": widths, "pools": list(c.pools),
-                              "kernel_size": c.kernel_size, "dropout": c.dropout,
-                              "residual": c.residual, "batch_norm": c.batch_norm}
+    # every other setting as it was (pool_first, crop, ...): only the widths change
+    kwargs: dict[str, Any] = {f.name: getattr(c, f.name) for f in dataclasses.fields(c)
+                              if f.name not in ("width", "widths", "depth")}
+    kwargs.update(widths=widths, pools=list(c.pools))
     if c.depth is not None:
         kwargs["depth"] = c.depth
     spec = model.input_spec
