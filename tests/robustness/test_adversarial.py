@@ -12,6 +12,7 @@ import torch
 from cnnlab.errors import ConfigError
 from cnnlab.robustness.adversarial import (
     PixelSpaceModel,
+    art_classifier,
     check_attacks,
     check_epsilons,
     masking_checks,
@@ -27,6 +28,24 @@ def test_the_wrapper_applies_the_models_normalisation(bar_model) -> None:
         ours = wrapped(images[:8].float() / 255)
     # what predict computes from the same uint8 images
     torch.testing.assert_close(ours, model.logits(images[:8]), rtol=1e-4, atol=1e-4)
+
+
+def test_the_attacks_model_is_a_channels_last_copy_on_the_cpu(bar_model) -> None:
+    model, images, _ = bar_model
+    est = art_classifier(model)
+    wrapped = est.model
+    assert wrapped.channels_last and wrapped.classifier is not model.classifier
+    convs = [m for m in wrapped.classifier.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs[-1].in_channels > 1  # (a 1-channel weight is both layouts at once)
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    own = [m for m in model.classifier.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    assert own.weight.is_contiguous()  # the loaded model keeps its own layout
+    x = images[:8].float().numpy() / 255
+    # the same logits as the model's own predict
+    np.testing.assert_allclose(est.predict(x), model.logits(images[:8]).numpy(), rtol=1e-4,
+                               atol=1e-4)
+    grads = est.loss_gradient(x, np.eye(4, dtype=np.float32)[np.zeros(8, dtype=int)])
+    assert grads.shape == x.shape and np.abs(grads).sum() > 0
 
 
 def test_accuracy_under_attack_falls_with_epsilon(bar_model) -> None:
@@ -110,7 +129,10 @@ def test_standard_autoattack_runs_each_attack_on_the_survivors(bar_model, monkey
     monkeypatch.setattr(AutoProjectedGradientDescent, "generate", counted)
     kw = {"eps_linf": [0], "eps_l2": [0], "attacks": ["autoattack"], "autoattack_images": 12,
           "autoattack_eps": 0.15, "batch_size": 64}
-    result = run_adversarial(model, images, targets, autoattack_version="standard", **kw)
+    monkeypatch.setattr("cnnlab.robustness.adversarial.SQUARE_CHUNK", 5)
+    said: list[str] = []
+    result = run_adversarial(model, images, targets, autoattack_version="standard",
+                             progress=said.append, **kw)
     aa = result["autoattack"]
     assert aa["version"] == "standard" and aa["apgd_steps"] == 100 and queries == [5000]
     assert aa["square_queries"] == 5000 and "standard version" in aa["note"]
@@ -123,6 +145,10 @@ def test_standard_autoattack_runs_each_attack_on_the_survivors(bar_model, monkey
     # each attack gets only the images every attack before it left correct
     alive = [round(a * 12) for a in accs]
     assert sizes == [n for n in alive[:classes] if n]
+    # Square goes through its survivors in parts of SQUARE_CHUNK, saying where it stands
+    parts = [m for m in said if "square:" in m]
+    left = alive[classes]
+    assert len(parts) == -(-left // 5) and f"{left} of {left} images done" in parts[-1]
     fast = run_adversarial(model, images, targets, **kw)["autoattack"]
     assert fast["version"] == "fast" and "stages" not in fast
     with pytest.raises(ConfigError, match="did you mean 'standard'"):
