@@ -38,7 +38,7 @@ def _cam_on_input(cam: torch.Tensor, x: torch.Tensor, model: torch.nn.Module,
     """A Grad-CAM map ``(B, 1, h, w)`` upsampled onto the input ``x`` ``(B, C, H, W)``: over the
     whole image, or, for a model that looks at a centred crop only (``crop_box``: top, left,
     side), over the crop, zero outside it."""
-    from captum import attr
+    from captum import attr  # type: ignore[import-untyped]
 
     box = getattr(model, "crop_box", None)
     if box is None:
@@ -196,7 +196,7 @@ class Explainer:
         return np.concatenate(parts).astype(np.float32, copy=False)
 
     def _attribute(self, x: torch.Tensor, targets: torch.Tensor, method: str) -> np.ndarray:
-        from captum import attr  # type: ignore[import-untyped]
+        from captum import attr
 
         model = self.classifier
         x = x.clone().requires_grad_(True)  # Captum warns when it has to set this itself
