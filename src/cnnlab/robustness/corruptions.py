@@ -9,7 +9,10 @@ Wand only for motion blur; here that is a convolution with a line kernel whose w
 off along the line as Wand's do. The parameters are one severity per corruption, chosen in
 the values of the paper's release (each corruption's default severity there).
 
-Cache: ``<cache>/mnist-c/v<VERSION>-seed<seed>/<name>.idx.gz`` (uint8 ``(N, 28, 28)``) with
+Cache: ``<cache>/mnist-c/v<VERSION>-<code>-seed<seed>/<name>.idx.gz`` (uint8 ``(N, 28, 28)``),
+where ``<code>`` is a digest of this module's source and of the numpy, scipy and scikit-image
+versions that made the images (so a cache written by other code is never read as this code's
+output, even where VERSION was not bumped), with
 ``checksums.json`` beside them (the SHA-256 of each file's uncompressed data, its image
 count and the SHA-256 of the MNIST test images it was made from). A file whose checksum does
 not match is made again, with a warning.
@@ -27,12 +30,12 @@ import numpy as np
 
 from cnnlab.errors import ConfigError, unknown_name
 
-__all__ = ["CORRUPTIONS", "VERSION", "check_corruptions", "corrupt", "corrupt_images",
-           "mnist_c"]
+__all__ = ["CORRUPTIONS", "VERSION", "check_corruptions", "code_digest", "corrupt",
+           "corrupt_images", "mnist_c"]
 
 log = logging.getLogger("cnnlab")
 
-VERSION = 1  # bump when a corruption changes: old caches are then not read
+VERSION = 2  # bump when a corruption changes (2: fog, zigzag, dotted line as MNIST-C makes them)
 
 
 def _gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -147,26 +150,34 @@ def stripe(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def _fractal_noise(shape: tuple[int, int], rng: np.random.Generator,
-                   decay: float = 1.4) -> np.ndarray:
-    """Plasma-like noise on [0, 1]: random grids of 2 to 32 cells, smoothly upsampled, each
-    octave ``decay`` times weaker than the last (a diamond-square plasma's roughness)."""
+def _fractal_noise(rng: np.random.Generator, decay: float = 1.4, size: int = 256,
+                   crop: int = 28) -> np.ndarray:
+    """Plasma-like noise as MNIST-C's fog takes it: a ``size`` x ``size`` map normalised to
+    [0, 1] over the whole map, of which the top-left ``crop`` x ``crop`` is returned, so the
+    fog over a digit is a smooth part of a larger cloud (range about 0.3, not 0 to 1). The map
+    sums random grids of 2 to ``size`` cells, bilinearly upsampled, each octave ``decay``
+    squared times weaker than the last: the diamond-square plasma's random offsets are the
+    wibble times a uniform in [-wibble, wibble], so ``wibbledecay`` enters squared. (Checked
+    against a diamond-square map of the same decay: crop range 0.25 against 0.29, mean
+    pixel-to-pixel step 0.008 against 0.008.)"""
     from skimage.transform import resize
 
-    total = np.zeros(shape)
-    for k in range(1, 6):
+    total = np.zeros((size, size))
+    for k in range(1, int(np.log2(size)) + 1):
         cells = 2**k
-        total += decay**-k * resize(rng.uniform(-1, 1, (cells, cells)), shape, order=1,
-                                    mode="reflect")
+        total += (decay * decay) ** -k * resize(rng.uniform(-1, 1, (cells, cells)),
+                                                (size, size), order=1, mode="reflect")
     total -= total.min()
-    return total / max(float(total.max()), 1e-12)
+    return total[:crop, :crop] / max(float(total.max()), 1e-12)
 
 
 def fog(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Fractal fog of strength 3 added and the contrast brought down, as ImageNet-C's fog."""
+    """Fractal fog of strength 3 (wibble decay 1.4) added and the contrast brought down, as
+    ImageNet-C's fog at severity 5, MNIST-C's default."""
     strength = 3.0
     peak = float(x.max())
-    return (x + strength * _fractal_noise(x.shape, rng)) * peak / (peak + strength)
+    fractal = _fractal_noise(rng, crop=max(x.shape))[:x.shape[0], :x.shape[1]]
+    return (x + strength * fractal) * peak / (peak + strength)
 
 
 def spatter(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -178,38 +189,52 @@ def spatter(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x * (1 - mask) + 63 / 255 * mask
 
 
-def _thick_line(r0: float, c0: float, r1: float, c1: float, n: int = 28) -> np.ndarray:
-    """A line about 2 pixels wide from (r0, c0) to (r1, c1), its edge falling off smoothly."""
+def _column_line(r0: float, c0: float, r1: float, c1: float, n: int = 28) -> np.ndarray:
+    """A line from (r0, c0) to (r1, c1), ``c0 < c1``, drawn as MNIST-C draws its lines: in
+    each column from ``floor(c0)`` to ``ceil(c1)`` the vertical distance d to the line gives
+    the brightness ``log(1 - d / 2.3) + 1`` (so a band about 1.45 pixels each side, measured
+    along the column, whatever the slope)."""
+    if c1 <= c0:
+        return np.zeros((n, n))
     rr, cc = np.mgrid[0:n, 0:n].astype(np.float64)
-    dr, dc = r1 - r0, c1 - c0
-    length2 = max(dr * dr + dc * dc, 1e-12)
-    t = np.clip(((rr - r0) * dr + (cc - c0) * dc) / length2, 0.0, 1.0)
-    distance = np.hypot(rr - (r0 + t * dr), cc - (c0 + t * dc))
-    return np.clip(np.log(1 - np.clip(distance, 0, 2.3 - 1e-9) / 2.3) + 1, 0.0, 1.0)
+    row = r0 + (r1 - r0) / (c1 - c0) * (cc - c0)
+    distance = np.clip(np.abs(rr - row), 0, 2.3 - 1e-9)
+    out = np.clip(np.log(1 - distance / 2.3) + 1, 0.0, 1.0)
+    out[:, :max(int(np.floor(c0)), 0)] = 0.0
+    out[:, max(int(np.ceil(c1)), 0):] = 0.0
+    return out
 
 
 def dotted_line(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A dashed line from the left edge to the right, 2 columns on, 2 off."""
+    """A dashed line from the left edge to the right, 2 columns off, 2 on."""
     r0, r1 = (float(v) for v in rng.integers(0, 27, size=2))
-    line = _thick_line(r0, 0.0, r1, 27.0)
-    line[:, (np.arange(28) // 2) % 2 == 1] = 0.0
+    line = _column_line(r0, 0.0, r1, 27.0)
+    line[:, (np.arange(28) // 2) % 2 == 0] = 0.0
     return x + line
 
 
 def zigzag(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A zigzag with teeth 2 pixels long and 2 high along a random line from column 2 to 25."""
+    """A zigzag along a random line from column 2 to 25 (its end row within 5 of its start):
+    peaks 2 pixels either side of the line, 4 pixels apart along it, joined by straight
+    strokes (slope 1 before the line is tilted), as MNIST-C's."""
     r0 = float(rng.integers(0, 27))
     r1 = r0 + float(rng.integers(-5, 5))
+    half, height = 2.0, 2.0  # a tooth's half-length along the line, its height across it
     theta = np.arctan2(r1 - r0, 23.0)
     length = 23.0 / np.cos(theta)
-    along = np.arange(0.0, length + 1e-9, 2.0)
-    across = 2.0 * (-1.0) ** np.arange(len(along))
-    across[0] = 0.0
-    cols = 2.0 + along * np.cos(theta) - across * np.sin(theta)
-    rows = r0 + along * np.sin(theta) + across * np.cos(theta)
+    teeth = int((length - half) // (2 * half)) + 1
+    along = [0.0] + [(2 * i + 1) * half for i in range(teeth)]
+    across = [0.0] + [height * (-1.0) ** i for i in range(teeth)]
+    whole = 2 * half * (length // (2 * half))
+    if length != whole:  # the last stroke ends on the line's end, nearly on the line
+        along.append(length)
+        across.append(across[-1] / (2 * (length - whole)))
+    a, c = np.asarray(along), np.asarray(across)
+    cols = 2.0 + a * np.cos(theta) - c * np.sin(theta)
+    rows = r0 + a * np.sin(theta) + c * np.cos(theta)
     out = x.copy()
-    for i in range(1, len(along)):
-        out = np.maximum(out, _thick_line(rows[i - 1], cols[i - 1], rows[i], cols[i]))
+    for i in range(1, len(a)):
+        out = np.clip(out + _column_line(rows[i - 1], cols[i - 1], rows[i], cols[i]), 0, 1)
     return out
 
 
@@ -262,6 +287,20 @@ def corrupt_images(name: str, digits: np.ndarray, seed: int = 0, start: int = 0)
         if len(digits) else np.zeros((0, 28, 28), np.uint8)
 
 
+def code_digest() -> str:
+    """12 hex digits that change with this module's source and the versions of numpy, scipy
+    and scikit-image: the cache folder's name holds them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    for package in ("numpy", "scipy", "scikit-image"):
+        try:
+            h.update(f"{package}=={version(package)}".encode())
+        except PackageNotFoundError:
+            h.update(f"{package} absent".encode())
+    return h.hexdigest()[:12]
+
+
 def _sha256(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
@@ -293,7 +332,8 @@ def mnist_c(digits: np.ndarray, names: Sequence[str] = CORRUPTIONS, *, seed: int
     check_corruptions(names)
     digits = np.asarray(digits, dtype=np.uint8).reshape(-1, 28, 28)
     n = len(digits)
-    folder = Path(cache_dir or default_cache_dir()) / "mnist-c" / f"v{VERSION}-seed{seed}"
+    folder = (Path(cache_dir or default_cache_dir()) / "mnist-c"
+              / f"v{VERSION}-{code_digest()}-seed{seed}")
     sums_path = folder / "checksums.json"
     try:
         sums = json.loads(sums_path.read_text(encoding="utf-8"))
