@@ -112,6 +112,16 @@ def _summary(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _shown(path: str | None) -> str | None:
+    """A checkpoint's path as the JSON shows it: relative to the repository when inside it."""
+    if path is None:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(Path(__file__).resolve().parents[1]))
+    except ValueError:
+        return path
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=1000)
@@ -156,7 +166,7 @@ def main() -> None:
                                       data_dir=args.data_dir)
         t0 = time.perf_counter()
         result = run_robustness(model, settings, out_dir=Path(args.work) / name)
-        results[name] = {"checkpoint": model.path, **_summary(result),
+        results[name] = {"checkpoint": _shown(model.path), **_summary(result),
                          "wall_s": round(time.perf_counter() - t0, 1),
                          "loadavg_after": [round(v, 2) for v in os.getloadavg()]}
         if name == "default":
