@@ -150,10 +150,10 @@ def stripe(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def _fractal_noise(rng: np.random.Generator, decay: float = 1.4, size: int = 256,
-                   crop: int = 28) -> np.ndarray:
+def _fractal_noise(rng: np.random.Generator, shape: tuple[int, int] = (28, 28),
+                   decay: float = 1.4, size: int = 256) -> np.ndarray:
     """Plasma-like noise as MNIST-C's fog takes it: a ``size`` x ``size`` map normalised to
-    [0, 1] over the whole map, of which the top-left ``crop`` x ``crop`` is returned, so the
+    [0, 1] over the whole map, of which the top-left ``shape`` is returned, so the
     fog over a digit is a smooth part of a larger cloud (range about 0.3, not 0 to 1). The map
     sums random grids of 2 to ``size`` cells, bilinearly upsampled, each octave ``decay``
     squared times weaker than the last: the diamond-square plasma's random offsets are the
@@ -168,7 +168,7 @@ def _fractal_noise(rng: np.random.Generator, decay: float = 1.4, size: int = 256
         total += (decay * decay) ** -k * resize(rng.uniform(-1, 1, (cells, cells)),
                                                 (size, size), order=1, mode="reflect")
     total -= total.min()
-    return total[:crop, :crop] / max(float(total.max()), 1e-12)
+    return total[:shape[0], :shape[1]] / max(float(total.max()), 1e-12)
 
 
 def fog(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -176,8 +176,7 @@ def fog(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     ImageNet-C's fog at severity 5, MNIST-C's default."""
     strength = 3.0
     peak = float(x.max())
-    fractal = _fractal_noise(rng, crop=max(x.shape))[:x.shape[0], :x.shape[1]]
-    return (x + strength * fractal) * peak / (peak + strength)
+    return (x + strength * _fractal_noise(rng, x.shape)) * peak / (peak + strength)
 
 
 def spatter(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
