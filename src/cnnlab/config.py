@@ -165,9 +165,15 @@ class AugmentSettings(_Section):
     # robust: the outlines of the morphology family, a band over the stroke or a thin hollow
     # ring (benchmarks/bench_robust_training.py --stages outline-search)
     robust_outline: str = setting("band", choices=("band", "thin"))
+    # robust: the share of the morphology family's samples outlined, the rest thicker or
+    # thinner strokes (--stages edge-search)
+    robust_outline_share: float = setting(0.2, valid=within(0, 1))
     # robust: the European styles of the digits 1 and 7 (a flag and a foot on the 1s, a bar
     # across the 7s' stems), on the classes named "1" and "7" (--stages style-search)
     robust_styles: bool = setting(False)
+    # robust: the share of the 1s and 7s given a style, as a multiple of robust_p (1: the share
+    # of every family; --stages writer-search)
+    robust_style_scale: float = setting(1.0, valid=within(0, 1))
     # robust: part of the digit cut off on one side and the rest re-fitted into 20x20, as
     # reading a page the digit was cut by does (--stages style-search)
     robust_crop: bool = setting(False)

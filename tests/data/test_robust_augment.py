@@ -152,6 +152,31 @@ def test_thin_outlines_are_hollow_rings_outside_the_strokes():
         RobustAugmentConfig(outline="canny")
 
 
+def test_outline_share_sets_how_many_of_the_morphology_samples_are_outlined():
+    pixels = torch.zeros(200, 1, 28, 28)
+    pixels[:, :, 8:20, 12:16] = 1.0  # a bar four pixels wide
+    u = torch.linspace(0, 0.999, 200)  # every kind of the family, evenly
+    gen = torch.Generator().manual_seed(0)
+
+    def outlined(share: float) -> int:
+        aug = RobustAugment(BatchAugment(AugmentConfig(), MEAN, STD),
+                            RobustAugmentConfig(p=1.0, outline="thin", outline_share=share))
+        out = aug._morphology(pixels, u, gen)
+        return int((out[:, 0, 14, 13] <= 0.5).sum())  # a hollow middle: outlined
+
+    assert outlined(0.2) == 40
+    assert outlined(0.6) == 120
+    assert outlined(0.0) == 0
+    # the default draws as before the share could be set: thicker below 0.4, thinner below 0.8
+    default = RobustAugment(BatchAugment(AugmentConfig(), MEAN, STD),
+                            RobustAugmentConfig(p=1.0))
+    thick = default._morphology(pixels, torch.full((1,), 0.39).expand(200), gen)
+    assert (thick[:, 0, 14, 11] > 0).all()  # dilated: ink left of the bar
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match="'outline_share' parameter"):
+            RobustAugmentConfig(outline_share=bad)
+
+
 def _one_and_seven() -> tuple[torch.Tensor, torch.Tensor]:
     """Four 1s (a vertical bar), four 7s (a top bar and a stem) and four 0s (a ring)."""
     pixels = torch.zeros(12, 1, 28, 28)
@@ -195,6 +220,27 @@ def test_styles_need_the_labels_and_leave_the_other_draws_alone_without_them():
     assert torch.equal(a, b)
     with pytest.raises(ShapeError, match="targets of shape"):
         styled(x, targets=torch.zeros(3, dtype=torch.long))
+
+
+def test_style_scale_sets_the_share_of_the_ones_and_sevens_given_a_style():
+    x, labels = _one_and_seven()
+    x = ((x - MEAN) / STD).repeat(25, 1, 1, 1)  # 100 ones, 100 sevens, 100 zeros
+    labels = labels.repeat(25)
+    unstyled = torch.zeros_like(labels)  # as zeros, the styles family leaves every digit alone
+
+    def styled(scale: float) -> int:
+        aug = RobustAugment(BatchAugment(AugmentConfig.digits(), MEAN, STD),
+                            RobustAugmentConfig(p=1.0, style_classes=(1, 7), style_scale=scale))
+        a = aug(x, generator=torch.Generator().manual_seed(3), targets=labels)
+        b = aug(x, generator=torch.Generator().manual_seed(3), targets=unstyled)
+        return int((a != b).flatten(1).any(1).sum())  # the same draws but for the styles
+
+    assert styled(0.0) == 0
+    assert styled(1.0) == 200  # p = 1: every 1 and 7
+    assert 70 <= styled(0.5) <= 130
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match="'style_scale' parameter"):
+            RobustAugmentConfig(style_scale=bad)
 
 
 def test_crop_cuts_one_side_and_refits_the_rest_into_20_pixels_centred():

@@ -74,13 +74,20 @@ class RobustAugmentConfig:
     # the morphology family's outlines: "band" (dilation minus erosion: a band over the whole
     # stroke) or "thin" (dilation minus the image, doubled: a hollow ring one pixel wide)
     outline: str = "band"
+    # the morphology family's share of outlines; thicker and thinner strokes split the rest
+    # (0.2: the share before it could be set, chosen again in bench_robust_training.py's
+    # edge-search)
+    outline_share: float = 0.2
     # the sixth family: European digit styles on the 1s and 7s (flag, foot, crossed stem); the
     # class indices of the digits 1 and 7 (None: the family is off)
     style_classes: tuple[int, int] | None = None
+    # the share of the 1s and 7s the styles family changes, as a multiple of ``p`` (1: the
+    # share of every family; chosen in bench_robust_training.py's writer-search)
+    style_scale: float = 1.0
     crop: bool = False  # the seventh family: part of the digit cut off, the rest re-fitted
 
     def __post_init__(self) -> None:
-        for name in ("p", "noise_std", "salt_pepper", "haze"):
+        for name in ("p", "noise_std", "salt_pepper", "haze", "outline_share", "style_scale"):
             v = getattr(self, name)
             _check(name, v, isinstance(v, int | float) and math.isfinite(v) and 0 <= v <= 1,
                    "a number in [0, 1]")
@@ -154,6 +161,10 @@ class RobustAugment:
         if self.config.crop:
             first.append(self._crop)
         n_late = len(steps)
+        # the share of the samples each family hits, in the order of the steps
+        share = [self.config.p] * (len(first) + n_late)
+        if self.config.style_classes is not None and targets is not None:
+            share[0] = self.config.p * self.config.style_scale
         steps = first + steps
         n = len(steps)
         u = torch.rand(b, 2 * n_late, generator=generator, device=x.device, dtype=x.dtype)
@@ -163,7 +174,7 @@ class RobustAugment:
             k = n - n_late
             u = torch.cat([extra[:, :k], u[:, :n_late], extra[:, k:], u[:, n_late:]], dim=1)
         # (B, n): [styles], [crop], morphology, blur, strokes, noise, [occlusion]
-        hit = u[:, :n] < self.config.p
+        hit = u[:, :n] < torch.tensor(share, device=x.device, dtype=x.dtype)
         for k, step in enumerate(steps):
             if bool(hit[:, k].any()):
                 changed = step(pixels, u[:, n + k], generator)
@@ -172,8 +183,9 @@ class RobustAugment:
 
     def _morphology(self, x: torch.Tensor, u: torch.Tensor,
                     generator: torch.Generator | None) -> torch.Tensor:
-        """Thicker (u < 0.4), thinner (< 0.8) or outlined (the rest) strokes, blended in by a
-        random amount in [0.5, 1]."""
+        """Thicker, thinner or outlined strokes (a share ``outline_share`` of the samples
+        outlined, the rest split evenly: u < 0.4, < 0.8 and the rest at the default 0.2),
+        blended in by a random amount in [0.5, 1]."""
         b = x.shape[0]
         dilated = F.max_pool2d(x, 3, stride=1, padding=1)
         eroded = -F.max_pool2d(-x, 3, stride=1, padding=1)
@@ -182,7 +194,9 @@ class RobustAugment:
         else:
             outline = (dilated - eroded).clamp(0, 1)
         kind = u.view(b, 1, 1, 1)
-        target = torch.where(kind < 0.4, dilated, torch.where(kind < 0.8, eroded, outline))
+        strokes = 1 - self.config.outline_share
+        target = torch.where(kind < strokes / 2, dilated,
+                             torch.where(kind < strokes, eroded, outline))
         amount = 0.5 + 0.5 * torch.rand(b, 1, 1, 1, generator=generator, device=x.device,
                                         dtype=x.dtype)
         return x + amount * (target - x)

@@ -448,8 +448,10 @@ def _setup(cfg: Config, data: PreparedData, device: torch.device, amp: bool,
             p=cfg.data.augment.robust_p, occlusion=cfg.data.augment.robust_occlusion,
             erase_edges=cfg.data.augment.robust_erase_edges,
             outline=cfg.data.augment.robust_outline,
+            outline_share=cfg.data.augment.robust_outline_share,
             style_classes=(_style_classes(data.classes) if cfg.data.augment.robust_styles
                            else None),
+            style_scale=cfg.data.augment.robust_style_scale,
             crop=cfg.data.augment.robust_crop))
     return Trainer(model=model, optimizer=optimizer, scheduler=scheduler, sched_when=sched_when,
                    ema=ema, scaler=scaler, augment=augment,
