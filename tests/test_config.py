@@ -20,6 +20,7 @@ from cnnlab.config import (
     parse_set,
     resolve_config,
     resolve_run_config,
+    resolve_saved_config,
 )
 from cnnlab.errors import ConfigError, RegistryError
 from cnnlab.training.loop import check_model_settings
@@ -235,6 +236,31 @@ def test_resume_base_is_the_saved_config(tmp_path):
     with pytest.raises(ConfigError, match=r"config\.toml does not exist; is '.*none' a "
                                           r"cross-validation directory\?"):
         resolve_run_config(resume_dir=tmp_path / "none", kind="cross-validation")
+
+
+def test_a_saved_config_keeps_what_it_trained_with_not_what_its_recipe_reads_today(tmp_path):
+    # a robust run saved before the outline, style and crop settings existed (as the packaged
+    # model's config was): those settings take their defaults, which draw what it drew then
+    saved = resolve_config(recipe="robust").to_dict()
+    augment = saved["data"]["augment"]
+    for key in ("robust_outline", "robust_styles", "robust_style_scale", "robust_crop"):
+        del augment[key]
+    cfg = resolve_saved_config(saved, {"train": {"epochs": 3}})
+    a = cfg.data.augment
+    assert (a.robust_outline, a.robust_styles, a.robust_style_scale, a.robust_crop) == (
+        "band", False, 1.0, False)
+    assert cfg.recipe == "robust" and cfg.train.epochs == 3
+    assert cfg.model == resolve_config(recipe="robust").model
+    # so does resuming it
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text(dump_toml(saved))
+    resumed = resolve_run_config(resume_dir=run)
+    assert resumed.data.augment.robust_styles is False and resumed.recipe == "robust"
+    # the recipe as it reads today has them
+    today = resolve_config(recipe="robust").data.augment
+    assert (today.robust_outline, today.robust_styles, today.robust_crop) == (
+        "thin", True, True)
 
 
 def test_the_resolver_layers_recipe_file_set_flags(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tomllib
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 import cnnlab
 from cnnlab.cli.main import main
+from cnnlab.config import parse_set, resolve_config, resolve_saved_config
 from cnnlab.training.checkpoint import checkpoint_path, default_model_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,11 +26,23 @@ def test_the_default_model_is_small_and_documented() -> None:
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["test_accuracy"] >= 0.99
     card = (folder / "MODEL_CARD.md").read_text()
-    # the card's command is the recorded recipe: the robust one, without occlusion
+    # the card's command is the recorded recipe: the robust one as it was then
     recipe = tomllib.loads((folder / "config.toml").read_text())["recipe"]
     assert recipe == "robust"
-    assert (f"cnnlab train --recipe {recipe} --epochs 20 --set "
-            "data.augment.robust_occlusion=false") in card and "seed" in card
+    command = card.split("```")[1].replace("\\\n", " ")
+    assert f"cnnlab train --recipe {recipe} --epochs 20 " in command and "seed" in card
+    # what the recipe gained since, turned off: the command trains that model again
+    for setting in ("robust_occlusion=false", "robust_outline=band", "robust_styles=false",
+                    "robust_crop=false"):
+        assert f"--set data.augment.{setting}" in command, setting
+    # and the settings it gives are the ones the model was trained with
+    words = command.split()
+    sets = [words[i + 1] for i, w in enumerate(words) if w == "--set"]
+    given = resolve_config(parse_set(sets), {"train": {"epochs": 20}}, recipe=recipe)
+    saved = resolve_saved_config(tomllib.loads((folder / "config.toml").read_text()))
+    assert not saved.data.augment.robust_styles  # so the styles' share draws nothing:
+    same = dataclasses.replace(given.data.augment, robust_style_scale=1.0)
+    assert same == saved.data.augment and given.model == saved.model
     assert "Mean corruption accuracy (MNIST-C)" in card  # the robustness rows
 
 

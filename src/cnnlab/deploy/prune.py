@@ -424,7 +424,7 @@ def prune_checkpoint(
             channel pruning does not support, or ``out`` holding a run without ``overwrite``.
         CheckpointError: an unreadable ``source``. DataError: missing data.
     """
-    from cnnlab.config import ModelConfig, resolve_config
+    from cnnlab.config import ModelConfig, resolve_saved_config
     from cnnlab.inference.checkpoint import save_checkpoint
     from cnnlab.inference.model import load_model
     from cnnlab.models.summary import summarize
@@ -449,7 +449,7 @@ def prune_checkpoint(
     src = load_model(source)
     classifier = src.classifier
     spec = src.input_spec
-    cfg = resolve_config(src.config)
+    cfg = resolve_saved_config(src.config)
     if data_dir:
         registered = cfg.data.dataset in _registered_datasets()
         cfg = dataclasses.replace(cfg, data=(

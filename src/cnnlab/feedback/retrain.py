@@ -108,13 +108,13 @@ def retrain(champion: str, store_url: str, out: str | Path, *, replay: int = 500
     data = PreparedData(train=train, val=None, test=None, classes=list(champ.classes),
                         mean=tuple(spec.mean), std=tuple(spec.std),
                         preprocessing=champ.preprocessing)
-    from cnnlab.config import resolve_config
+    from cnnlab.config import resolve_saved_config
 
     base = dict(champ.config)
-    cfg = resolve_config(base, {"optim": {"lr": lr, "scheduler": "cosine"},
-                                "train": {"epochs": epochs, "seed": seed, "ema": 0.0,
-                                          "early_stopping": 0},
-                                "data": {"val_fraction": 0.0}})
+    cfg = resolve_saved_config(base, {"optim": {"lr": lr, "scheduler": "cosine"},
+                                      "train": {"epochs": epochs, "seed": seed, "ema": 0.0,
+                                                "early_stopping": 0},
+                                      "data": {"val_fraction": 0.0}})
     challenger = load_model(champion).classifier  # a fresh copy of the champion's weights
     result = fit(cfg, out_dir=out, overwrite=overwrite, progress=progress, data=data,
                  model=challenger)

@@ -35,7 +35,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.overrides import TorchFunctionMode
 
 from cnnlab._io import atomic_write_bytes
-from cnnlab.config import Config, TrainConfig, dump_toml, resolve_config
+from cnnlab.config import Config, TrainConfig, dump_toml, resolve_saved_config
 from cnnlab.data.robust import RobustAugment, RobustAugmentConfig
 from cnnlab.data.transforms import AugmentConfig, BatchAugment, normalize
 from cnnlab.device import cpu_supports_bf16, resolve_device
@@ -99,7 +99,7 @@ def _style_classes(classes: Sequence[str]) -> tuple[int, int]:
         raise ConfigError(
             "data.augment.robust_styles draws the European styles of the digits 1 and 7, but "
             f"this dataset has no classes named '1' and '7' (it has {names[:12]}); turn the "
-            "styles off for it")
+            "styles off for it: --set data.augment.robust_styles=false")
     return names.index("1"), names.index("7")
 
 
@@ -332,7 +332,7 @@ def _settings(config: Config | None, last: dict[str, Any] | None) -> Config:
     if config is None:
         if last is None:
             raise ConfigError("fit() needs a config unless it resumes a run")
-        config = resolve_config(last["config"])
+        config = resolve_saved_config(last["config"])
     cfg = config.validate()
     if last is not None:
         saved_epochs = int(last["config"]["train"]["epochs"])
