@@ -154,17 +154,17 @@ class RobustAugment:
         # are those of the earlier families alone: a run trained before a family existed is
         # reproduced exactly with it off (and without occlusion, by the four-family version)
         first: list[_Step] = []
+        first_share: list[float] = []  # the share of the samples each of them hits
         if self.config.style_classes is not None and targets is not None:
             one, seven = self.config.style_classes
             first.append(lambda px, v, g: self._styles(px, v, g, targets == one,
                                                        targets == seven))
+            first_share.append(self.config.p * self.config.style_scale)
         if self.config.crop:
             first.append(self._crop)
+            first_share.append(self.config.p)
         n_late = len(steps)
-        # the share of the samples each family hits, in the order of the steps
-        share = [self.config.p] * (len(first) + n_late)
-        if self.config.style_classes is not None and targets is not None:
-            share[0] = self.config.p * self.config.style_scale
+        share = first_share + [self.config.p] * n_late  # in the order of the steps
         steps = first + steps
         n = len(steps)
         u = torch.rand(b, 2 * n_late, generator=generator, device=x.device, dtype=x.dtype)
