@@ -185,6 +185,17 @@ def test_out_is_a_file(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
         _train(folder, tmp_path / "afile" / "run"), capsys)
 
 
+def test_data_dir_naming_an_image_folder_is_refused(folder: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # the dataset left at mnist: without the check, MNIST found elsewhere would be trained on
+    argv = ["train", "--data-dir", str(folder), "--epochs", "1", "--threads", "1",
+            "--no-report", "-q", "--out", str(tmp_path / "run")]
+    line = _refused(argv, capsys)
+    assert f"{folder} is an image folder (class subfolders), not where the mnist files" in line
+    assert f"pass --dataset {folder}" in line
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
 def test_read_only_out(folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                        capsys: pytest.CaptureFixture[str]) -> None:
     real_mkdir = Path.mkdir

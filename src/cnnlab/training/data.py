@@ -27,6 +27,7 @@ import torch
 from cnnlab.config import DataConfig
 from cnnlab.data import (
     DATASETS,
+    IMAGE_EXTENSIONS,
     FolderListing,
     ImageDataset,
     list_image_folder,
@@ -216,6 +217,14 @@ def prepare_data(cfg: DataConfig, *, seed: int, progress: bool = True,
     if cfg.val_split == "writer" and cfg.dataset != "mnist":
         _writer_split(cfg, None, seed)  # raises: no writer metadata
     if cfg.dataset in DATASETS:
+        folder = Path(cfg.data_dir) if cfg.data_dir else None
+        if folder is not None and folder.is_dir() and not _has_idx(folder) \
+                and _holds_class_images(folder):
+            # else the loader looks for the dataset's files elsewhere and may find them there
+            raise DataError(
+                f"{folder} is an image folder (class subfolders), not where the {cfg.dataset} "
+                f"files are; to train on its images pass --dataset {folder} (data.dataset), "
+                f"or point --data-dir at the folder that holds the {cfg.dataset} files")
         return _prepare_registered(cfg, seed, progress)
     root = Path(cfg.dataset)
     if not root.is_dir():
@@ -297,6 +306,18 @@ def _same_folder(a: Path, b: str | None) -> bool:
     except OSError:
         return False
     return split_parent(pa) == split_parent(pb)
+
+
+def _holds_class_images(root: Path) -> bool:
+    """Whether ``root`` (or its ``train/``) has a class subfolder with an image in it."""
+    for d in (root / "train", root):
+        if not d.is_dir():
+            continue
+        for sub in d.iterdir():
+            if sub.is_dir() and not sub.name.startswith(".") and any(
+                    p.suffix.lower() in IMAGE_EXTENSIONS for p in sub.iterdir()):
+                return True
+    return False
 
 
 def _is_class_folder(root: Path) -> bool:
