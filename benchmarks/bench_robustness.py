@@ -129,8 +129,13 @@ def main() -> None:
                    "runs/fast; trained there when absent)")
     p.add_argument("--runs", nargs="*", default=[], help="more run directories to measure")
     p.add_argument("--no-default", action="store_true", help="leave the packaged model out")
+    p.add_argument("--no-fast", action="store_true", help="leave the fast recipe out")
     p.add_argument("--suite", default="corruptions,shifts,adversarial,ood")
     p.add_argument("--autoattack-images", type=int, default=100)
+    p.add_argument("--shift-images", type=int, default=200,
+                   help="the shifts' digits (34 pages each; default 200)")
+    p.add_argument("--shift-spread", action="store_true",
+                   help="the shifts' digits spread evenly over the images, not the first")
     p.add_argument("--data-dir", default="data")
     p.add_argument("--work", default="runs/bench-robustness")
     p.add_argument("--latency-runs", type=int, default=2000)
@@ -146,13 +151,14 @@ def main() -> None:
 
     models: dict[str, str] = {}
     fast = Path(args.fast)
-    if not (fast / "model.pt").is_file():
+    if not args.no_fast and not (fast / "model.pt").is_file():
         from cnnlab.config import resolve_config
         from cnnlab.training.loop import fit
 
         fit(resolve_config({"data": {"data_dir": args.data_dir}}, recipe="fast"),
             out_dir=fast, overwrite=True, progress=False)
-    models["fast"] = str(fast)
+    if not args.no_fast:
+        models["fast"] = str(fast)
     if not args.no_default:
         models["default"] = "default"
     for run in args.runs:
@@ -163,6 +169,8 @@ def main() -> None:
         model = load(path, engine="torch")
         settings = RobustnessSettings(suites=args.suite.split(","), images=args.images,
                                       autoattack_images=args.autoattack_images,
+                                      shift_images=args.shift_images,
+                                      shift_spread=args.shift_spread,
                                       data_dir=args.data_dir)
         t0 = time.perf_counter()
         result = run_robustness(model, settings, out_dir=Path(args.work) / name)
@@ -173,7 +181,8 @@ def main() -> None:
             results[name]["latency"] = _latency(model, args.latency_runs)
     print(json.dumps({
         "benchmark": "robustness", "images": args.images, "suite": args.suite,
-        "autoattack_images": args.autoattack_images,
+        "autoattack_images": args.autoattack_images, "shift_images": args.shift_images,
+        "shift_spread": args.shift_spread,
         "targets": {"suite_s_on_2_cores": 300, "ood_auroc": 0.95,
                     "extra_latency_share": 0.01,
                     "literature_plain_cnn_mnist_c_mean_accuracy": 0.91},

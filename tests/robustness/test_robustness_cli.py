@@ -48,7 +48,8 @@ def test_a_small_run_writes_results_plots_and_the_section(
     build_report(run, dataset=test, n_boot=20, latency_runs=5, throughput_batch_size=10)
     code = main(["robustness", str(run), "--suite", "corruptions,shifts,adversarial,ood",
                  "--images", "12", "--corruptions", "fog,zigzag", "--shifts",
-                 "slant,crossed_7", "--attacks", "fgsm", "--eps", "0,0.3", "--ood-images", "6",
+                 "slant,crossed_7", "--shift-spread", "--attacks", "fgsm", "--eps", "0,0.3",
+                 "--ood-images", "6",
                  "--data-dir", str(mnist_dir), "--cache-dir", str(tmp_path / "cache"),
                  "--reference", "none", "--json", "-q"])
     captured = capsys.readouterr()
@@ -59,6 +60,7 @@ def test_a_small_run_writes_results_plots_and_the_section(
     assert saved["corruptions"]["accuracy"] == result["corruptions"]["accuracy"]
     assert set(result["corruptions"]["accuracy"]) == {"fog", "zigzag"}
     assert set(result["shifts"]["curves"]) == {"slant", "crossed_7"}
+    assert result["shifts"]["spread"] is True and result["shifts"]["images"] == 12
     assert result["adversarial"]["curves"]["fgsm"]["eps"] == [0.0, 0.3]
     assert result["ood"]["images_per_set"] == 6
     for name in ("corruptions", "shifts", "adversarial", "ood"):

@@ -41,3 +41,16 @@ def test_bad_names_and_severities() -> None:
         check_shifts(["slnt"])
     with pytest.raises(ConfigError, match="severity"):
         render_page(np.zeros((28, 28), np.uint8), "slant", 4)
+
+
+def test_the_shifts_digits_are_the_first_or_spread_over_all() -> None:
+    from cnnlab.robustness import RobustnessSettings
+    from cnnlab.robustness.suite import shift_indices
+
+    assert shift_indices(10_000, 200).tolist() == list(range(200))
+    spread = shift_indices(10_000, 2_000, spread=True)
+    assert len(spread) == len(set(spread.tolist())) == 2_000
+    assert spread[0] == 0 and spread[-1] == 9_995 and (spread < 5_000).sum() == 1_000
+    assert shift_indices(100, 200, spread=True).tolist() == list(range(100))  # all of them
+    with pytest.raises(ConfigError, match="'shift_spread' setting of robustness must be a bool"):
+        RobustnessSettings(shift_spread="yes").check()  # type: ignore[arg-type]

@@ -65,6 +65,10 @@ def add_parser(sub: SubParsers, common: Parser, formatter: Formatter) -> None:
     p.add_argument("--shift-images", type=int, default=200,
                    help="digits the shifts draw as pages, the first of the N; 34 pages each "
                         "(default: 200)")
+    p.add_argument("--shift-spread", action="store_true",
+                   help="take the shifts' digits evenly spaced over the N instead of the "
+                        "first of them (MNIST test's first 5,000 digits are all high-school "
+                        "students', the harder half)")
     p.add_argument("--ood-images", type=int, default=200,
                    help="pages per non-digit set (default: 200)")
     p.add_argument("--ood-rate", type=float, default=0.01,
@@ -117,7 +121,7 @@ def settings_from_args(args: argparse.Namespace) -> object:
         pgd_steps=args.pgd_steps, pgd_restarts=args.pgd_restarts,
         black_box_images=args.black_box_images, autoattack_images=args.autoattack_images,
         autoattack_eps=args.autoattack_eps, autoattack_version=args.autoattack_version,
-        shift_images=args.shift_images,
+        shift_images=args.shift_images, shift_spread=args.shift_spread,
         ood_images=args.ood_images,
         ood_rate=args.ood_rate, reference=args.reference, data_dir=args.data_dir,
         cache_dir=args.cache_dir).check()
@@ -154,7 +158,9 @@ def run(args: argparse.Namespace) -> int:
         s = result["shifts"]
         rows = [[name, *(f"{a:.2%}" for a in curve["accuracy"])]
                 for name, curve in s["curves"].items()]
-        print(f"\nshifts, {s['images']} digits (on paper, no shift: {s['page_accuracy']:.2%})")
+        which = "spread over the images" if s.get("spread") else "the first of the images"
+        print(f"\nshifts, {s['images']} digits, {which} (on paper, no shift: "
+              f"{s['page_accuracy']:.2%})")
         print(table(rows, ["shift", "severity 1", "severity 2", "severity 3"]))
     if "adversarial" in result:
         a = result["adversarial"]

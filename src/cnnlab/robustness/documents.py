@@ -166,10 +166,11 @@ def robustness_section(result: dict[str, Any], figures: dict[str, str]) -> Secti
     if "shifts" in result:
         s = result["shifts"]
         worst = min(s["middle_severity"], key=s["middle_severity"].get)
-        lines.append(f"**Real-world shifts** (pages read through the checkpoint's "
-                     f"preprocessing). On paper without a shift {_pct(s['page_accuracy'])}; at "
-                     f"the middle severity the lowest is {worst.replace('_', ' ')} "
-                     f"{_pct(s['middle_severity'][worst])}.")
+        which = "spread over the test digits" if s.get("spread") else "the first test digits"
+        lines.append(f"**Real-world shifts** ({s['images']} digits, {which}, as pages read "
+                     f"through the checkpoint's preprocessing). On paper without a shift "
+                     f"{_pct(s['page_accuracy'])}; at the middle severity the lowest is "
+                     f"{worst.replace('_', ' ')} {_pct(s['middle_severity'][worst])}.")
         card.append(("Lowest accuracy at a shift's middle severity",
                      f"{_pct(s['min_middle_severity'])} ({worst.replace('_', ' ')})"))
     if "adversarial" in result:

@@ -3,7 +3,8 @@ out-of-distribution inputs) on one model, written as ``robustness.json``, plots 
 report's Robustness section.
 
 Images: the first ``images`` MNIST test digits (the test split is read to report; the shifts
-take the first ``shift_images`` of them, each drawn as 34 pages, and Square and AutoAttack
+take the first ``shift_images`` of them, or as many spread evenly over them with
+``shift_spread``, each drawn as 34 pages, and Square and AutoAttack
 their own counts, as the output says). The
 corruptions are applied to the records and read as records are (the MNIST-C protocol); the
 shifts and the out-of-distribution pages are files a user could bring, read through the
@@ -72,6 +73,9 @@ class RobustnessSettings:
     autoattack_eps: float = 0.3
     autoattack_version: str = "fast"  # or "standard" (cnnlab.robustness.adversarial)
     shift_images: int = 200  # the shifts' digits: the first of the images (pages cost ~5 ms)
+    # the shifts' digits evenly spaced over the images instead of the first of them (MNIST
+    # test's first 5,000 are all high-school students' digits, its last 5,000 employees')
+    shift_spread: bool = False
     ood_images: int = 200  # pages per non-digit set
     ood_rate: float = 0.01  # the share of validation digits the ood flag marks
     reference: str = "default"  # the mCE reference model; "none" for no mCE
@@ -98,6 +102,9 @@ class RobustnessSettings:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"The {name!r} setting of robustness must be an int >= 1. "
                                   f"Got {value!r} instead.")
+        if not isinstance(self.shift_spread, bool):
+            raise ConfigError(f"The 'shift_spread' setting of robustness must be a bool. Got "
+                              f"{self.shift_spread!r} instead.")
         if not 0.0 < float(self.ood_rate) <= 0.5:
             raise ConfigError(f"The 'ood_rate' setting of robustness must be in (0, 0.5]. Got "
                               f"{self.ood_rate!r} instead.")
@@ -195,8 +202,8 @@ def _reference(model: Any, reference: str) -> tuple[Any, str, str] | None:
 def _shift_suite(model: Any, digits: np.ndarray, targets: np.ndarray,
                  settings: RobustnessSettings, say: Callable[[str], None]) -> dict[str, Any]:
     t0 = time.perf_counter()
-    n = min(len(digits), settings.shift_images)
-    digits, targets = digits[:n], targets[:n]
+    pick = shift_indices(len(digits), settings.shift_images, spread=settings.shift_spread)
+    digits, targets = digits[pick], targets[pick]
     base_in, base_t, base_refused = shifted_inputs(digits, targets, model.preprocess, None, 0,
                                                    seed=settings.seed)
     page_acc = _shift_accuracy(model, base_in, base_t, base_refused)
@@ -213,11 +220,20 @@ def _shift_suite(model: Any, digits: np.ndarray, targets: np.ndarray,
         curves[name] = {"severity": list(SEVERITIES), "accuracy": accs, "refused": refused,
                         "images": counts}
     middle = {name: c["accuracy"][len(SEVERITIES) // 2] for name, c in curves.items()}
-    return {"images": len(targets), "page_accuracy": page_acc,
+    return {"images": len(targets), "spread": settings.shift_spread, "page_accuracy": page_acc,
             "page_refused": len(base_refused), "curves": curves,
             "middle_severity": middle,
             "min_middle_severity": min(middle.values()) if middle else None,
             "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def shift_indices(images: int, shift_images: int, *, spread: bool = False) -> np.ndarray:
+    """Which of ``images`` digits the shifts draw: the first ``shift_images``, or as many
+    evenly spaced over all of them (``spread``), always starting at the first."""
+    n = min(images, shift_images)
+    if not spread:
+        return np.arange(n)
+    return np.floor(np.arange(n) * (images / n)).astype(np.int64)
 
 
 def _shift_accuracy(model: Any, inputs: np.ndarray, targets: np.ndarray,
@@ -248,7 +264,8 @@ def _ood_suite(model: Any, digits: np.ndarray, settings: RobustnessSettings,
                say: Callable[[str], None]) -> dict[str, Any]:
     t0 = time.perf_counter()
     val, val_source = _validation_inputs(model, settings)
-    pages = [render_page(d) for d in digits[:settings.shift_images]]  # as the shifts'
+    pick = shift_indices(len(digits), settings.shift_images, spread=settings.shift_spread)
+    pages = [render_page(d) for d in digits[pick]]  # as the shifts'
     result = run_ood(model, pages, val, images=settings.ood_images, sets=OOD_SETS,
                      rate=settings.ood_rate, seed=settings.seed, progress=say)
     result["validation"] = val_source
