@@ -151,13 +151,13 @@ def main() -> None:
 
     models: dict[str, str] = {}
     fast = Path(args.fast)
-    if not args.no_fast and not (fast / "model.pt").is_file():
-        from cnnlab.config import resolve_config
-        from cnnlab.training.loop import fit
-
-        fit(resolve_config({"data": {"data_dir": args.data_dir}}, recipe="fast"),
-            out_dir=fast, overwrite=True, progress=False)
     if not args.no_fast:
+        if not (fast / "model.pt").is_file():
+            from cnnlab.config import resolve_config
+            from cnnlab.training.loop import fit
+
+            fit(resolve_config({"data": {"data_dir": args.data_dir}}, recipe="fast"),
+                out_dir=fast, overwrite=True, progress=False)
         models["fast"] = str(fast)
     if not args.no_default:
         models["default"] = "default"

@@ -13,7 +13,7 @@ import torch
 
 from cnnlab.errors import ConfigError, DeviceError
 
-__all__ = ["cpu_supports_bf16", "cpuinfo_has_bf16", "resolve_device"]
+__all__ = ["cpu_supports_bf16", "cpuinfo_flags", "cpuinfo_has_bf16", "resolve_device"]
 
 log = logging.getLogger("cnnlab")
 
@@ -93,9 +93,15 @@ def cpu_supports_bf16() -> bool:
 def cpuinfo_has_bf16(cpuinfo: str) -> bool:
     """Whether the ``flags`` (x86) or ``Features`` (aarch64) lines of a ``/proc/cpuinfo`` text
     name a native bf16 instruction set."""
+    return bool(_BF16_FLAGS & cpuinfo_flags(cpuinfo))
+
+
+def cpuinfo_flags(cpuinfo: str) -> set[str]:
+    """The instruction-set flags that the ``flags`` (x86) or ``Features`` (aarch64) lines of a
+    ``/proc/cpuinfo`` text name."""
+    flags: set[str] = set()
     for line in cpuinfo.splitlines():
         key, sep, value = line.partition(":")
-        if sep and key.strip().lower() in ("flags", "features") \
-                and _BF16_FLAGS.intersection(value.split()):
-            return True
-    return False
+        if sep and key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+    return flags
