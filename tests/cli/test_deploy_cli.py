@@ -34,8 +34,11 @@ def test_export_and_quantize(run_dir, tmp_path, capsys):
     assert main(["quantize", str(run_dir), "--calibration", "16", "--out",
                  str(tmp_path / "q.onnx"), "-q"]) == 0
     out = capsys.readouterr().out
-    assert "INT8 static" in out and "smaller" in out and "batch-1 p50" in out
+    assert "INT8 static, 7-bit weights" in out and "smaller" in out and "batch-1 p50" in out
     assert "PyTorch INT8 (x86), for comparison: accuracy" in out
+    assert main(["quantize", str(run_dir), "--method", "dynamic", "--full-range", "--out",
+                 str(tmp_path / "q8.onnx"), "-q"]) == 0
+    assert "INT8 dynamic, 8-bit weights" in capsys.readouterr().out
 
 
 def test_errors(run_dir, tmp_path, capsys):

@@ -104,6 +104,32 @@ def test_quantize(run_dir: Path, tmp_path: Path, method: str) -> None:
         assert "pytorch_int8" not in r
 
 
+def _weight_levels(path: Path) -> int:
+    """The largest |level| among the INT8 weight initialisers of an ONNX file."""
+    from onnx import numpy_helper
+
+    return max(int(np.abs(numpy_helper.to_array(t).astype(np.int32)).max())
+               for t in onnx.load(str(path)).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and np.prod(t.dims) > 1)
+
+
+@pytest.mark.parametrize("method", ["static", "dynamic"])
+def test_quantize_reduces_the_weight_range_unless_asked_not_to(
+        run_dir: Path, tmp_path: Path, method: str) -> None:
+    """7-bit weights by default (no int16 saturation on CPUs without VNNI); 8-bit on request.
+    Per-channel symmetric weights reach the end of their range in every channel."""
+    reduced, full = tmp_path / "reduced.onnx", tmp_path / "full.onnx"
+    r = quantize_model(run_dir, reduced, method=method, calibration=30, compare_pytorch=False)
+    assert r["reduce_range"] is True and _weight_levels(reduced) == 64
+    assert load_onnx(reduced).metadata["quantization"]["reduce_range"] is True
+    r = quantize_model(run_dir, full, method=method, calibration=30, compare_pytorch=False,
+                       reduce_range=False)
+    assert r["reduce_range"] is False and _weight_levels(full) == 127
+    assert load_onnx(full).metadata["quantization"]["reduce_range"] is False
+    with pytest.raises(ConfigError, match="The 'reduce_range' setting of quantize_model"):
+        quantize_model(run_dir, tmp_path / "q.onnx", reduce_range="yes")  # type: ignore[arg-type]
+
+
 def test_quantize_errors(run_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="The 'method' setting of quantize_model must be one "
                                           "of static, dynamic"):

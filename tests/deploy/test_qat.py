@@ -76,6 +76,21 @@ def test_fake_quantized_forward_is_close_to_float_and_removed_after(
         assert torch.equal(net(x), ref)
 
 
+def test_fake_quantized_rounds_weights_to_the_reduced_range(
+        run_dir: Path, train: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """``weight_qmax=64``: what a reduced-range (7-bit) INT8 file holds."""
+    model = cnnlab.load(run_dir)
+    net = copy.deepcopy(model.classifier).eval()
+    x = normalize(train[0], model.input_spec.mean, model.input_spec.std)
+    with fake_quantized(net, x[:32], weight_qmax=64), torch.no_grad():
+        conv = net.features[0].conv
+        w = conv.parametrizations.weight.original
+        scale = w.abs().amax(dim=(1, 2, 3), keepdim=True) / 64
+        assert torch.allclose(conv.weight, (w / scale).round().clamp(-64, 64) * scale)
+        levels = (conv.weight / scale).round().abs().amax(dim=(1, 2, 3))
+        assert torch.equal(levels, torch.full_like(levels, 64))
+
+
 def test_qat_finetune_returns_the_plain_model_with_new_weights(
         run_dir: Path, train: tuple[torch.Tensor, torch.Tensor]) -> None:
     model = cnnlab.load(run_dir)

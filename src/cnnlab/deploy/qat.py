@@ -10,7 +10,9 @@ The simulation matches what :func:`cnnlab.deploy.quantize.quantize_model` asks O
 (QDQ, U8S8, per-channel weights):
 
 * the weight of every ``Conv2d`` and ``Linear`` is fake-quantised per output channel,
-  symmetric int8 in [-127, 127] with ``scale = max|w| / 127``, recomputed at every step. Batch
+  symmetric int8 in [-q, q] with ``scale = max|w| / q``, recomputed at every step: ``q = 64``
+  for the reduced (7-bit) weight range ``quantize_model`` writes by default, 127 for the full
+  one (``weight_qmax``). Batch
   norm is folded into the preceding convolution by ONNX Runtime, which scales each output
   channel by a constant; per-channel symmetric rounding commutes with that scaling, so
   quantising the unfolded weight is exact.
@@ -56,12 +58,18 @@ _OBSERVED = (*_WEIGHTED, *_NORMS, *_ACTIVATIONS, *_POOLS)
 
 
 class _WeightFakeQuant(nn.Module):
-    """Per-output-channel symmetric int8 fake quantisation of a weight (a parametrisation)."""
+    """Per-output-channel symmetric int8 fake quantisation of a weight (a parametrisation)
+    to the levels [-qmax, qmax]."""
+
+    def __init__(self, qmax: int = 127) -> None:
+        super().__init__()
+        self.qmax = qmax
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        scale = w.detach().abs().amax(dim=tuple(range(1, w.dim()))).clamp_min(1e-12) / 127
+        q = self.qmax
+        scale = w.detach().abs().amax(dim=tuple(range(1, w.dim()))).clamp_min(1e-12) / q
         zero = torch.zeros(w.shape[0], dtype=torch.int32, device=w.device)
-        return torch.fake_quantize_per_channel_affine(w, scale.float(), zero, 0, -127, 127)
+        return torch.fake_quantize_per_channel_affine(w, scale.float(), zero, 0, -q, q)
 
 
 class _Observer:
@@ -104,7 +112,7 @@ class FakeQuantizer:
     """
 
     def __init__(self, module: nn.Module, example: torch.Tensor, *,
-                 momentum: float = 0.1) -> None:
+                 momentum: float = 0.1, weight_qmax: int = 127) -> None:
         self.module = module
         self.mode = "calibrate"
         self.points = self._plan(module, example)
@@ -113,7 +121,7 @@ class FakeQuantizer:
         self._weighted = [m for m in module.modules() if isinstance(m, _WEIGHTED)]
         try:
             for m in self._weighted:
-                parametrize.register_parametrization(m, "weight", _WeightFakeQuant())
+                parametrize.register_parametrization(m, "weight", _WeightFakeQuant(weight_qmax))
             self._handles.append(module.register_forward_pre_hook(self._input_hook))
             for name, m in module.named_modules():
                 if name in self.points:
@@ -187,10 +195,10 @@ class FakeQuantizer:
 
 @contextmanager
 def fake_quantized(module: nn.Module, calibration: torch.Tensor, *, batch_size: int = 128,
-                   momentum: float = 0.1) -> Iterator[FakeQuantizer]:
+                   momentum: float = 0.1, weight_qmax: int = 127) -> Iterator[FakeQuantizer]:
     """``module`` with simulated INT8 inference while the block runs, observers calibrated on
     ``calibration`` (normalised float inputs); the simulation starts in ``eval`` mode."""
-    fq = FakeQuantizer(module, calibration[:1], momentum=momentum)
+    fq = FakeQuantizer(module, calibration[:1], momentum=momentum, weight_qmax=weight_qmax)
     try:
         was_training = module.training
         module.eval()
@@ -212,7 +220,8 @@ def default_qat_lr(config: dict[str, Any]) -> float:
 
 def qat_finetune(model: Any, images: torch.Tensor, targets: torch.Tensor, *, epochs: int = 1,
                  lr: float | None = None, batch_size: int = 128, seed: int = 0,
-                 calibration: int = 512, progress: bool = False) -> nn.Module:
+                 calibration: int = 512, progress: bool = False,
+                 weight_qmax: int = 127) -> nn.Module:
     """Fine-tune a copy of ``model.classifier`` (``model`` a :class:`cnnlab.inference.Model`) with
     simulated INT8 quantisation and return it as the plain float module.
 
@@ -220,7 +229,8 @@ def qat_finetune(model: Any, images: torch.Tensor, targets: torch.Tensor, *, epo
     ``targets`` their class indices. Adam with cross-entropy, ``lr`` by default a tenth of the
     run's peak learning rate (:func:`default_qat_lr`), decayed to 0 along a cosine over the
     steps (the last steps settle the weights that get exported); batch norm frozen. The
-    activation observers are calibrated on the first ``calibration`` images first.
+    activation observers are calibrated on the first ``calibration`` images first. Weights are
+    rounded to the levels [-``weight_qmax``, ``weight_qmax``] (64 for a reduced-range file).
 
     Raises:
         ConfigError: ``epochs`` < 1, no images, or images and targets of different lengths.
@@ -242,7 +252,7 @@ def qat_finetune(model: Any, images: torch.Tensor, targets: torch.Tensor, *, epo
     calib = normalize(images[:max(1, calibration)], spec.mean, spec.std)
     gen = torch.Generator().manual_seed(seed)
     steps = epochs * math.ceil(len(images) / batch_size)
-    with fake_quantized(net, calib, batch_size=batch_size) as fq:
+    with fake_quantized(net, calib, batch_size=batch_size, weight_qmax=weight_qmax) as fq:
         net.train()
         for m in net.modules():
             if isinstance(m, _NORMS):
